@@ -1,0 +1,299 @@
+"""Training pairs, evaluation sets and batching, shared by both trainers and eval.py.
+
+Training data is (query, positive document) pairs, with optional hard
+negatives, from a JSONL file (one `{"query", "positive", "negatives"?}`
+object per line) or a `datasets` dataset with those columns. Evaluation data
+is the BEIR layout: corpus.jsonl, queries.jsonl and qrels/test.tsv.
+
+Every bad row stops the run with the file, line and field at fault; nothing
+is dropped silently. Texts are tokenised once, up front, and cut to their
+length limit (the number cut is reported); batches pad to their longest
+member, never to the limit.
+
+    python data.py            # fetch and build the default RFC dataset
+    python data.py --help     # its options
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, line and field."""
+
+
+@dataclass
+class Pair:
+    query: str
+    positive: str
+    negatives: list[str] = field(default_factory=list)
+    id: str = ""
+
+
+def _check_text(row: dict, key: str, where: str) -> str:
+    if key not in row:
+        raise DataError(f"{where}: missing field {key!r}")
+    value = row[key]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where}: field {key!r} is empty")
+    return value
+
+
+def _pair_from_row(row, where: str) -> Pair:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    negatives = row.get("negatives") or []
+    if not isinstance(negatives, list):
+        raise DataError(f"{where}: field 'negatives' must be a list of strings")
+    for i, text in enumerate(negatives):
+        _check_text({f"negatives[{i}]": text}, f"negatives[{i}]", where)
+    return Pair(
+        query=_check_text(row, "query", where),
+        positive=_check_text(row, "positive", where),
+        negatives=list(negatives),
+        id=str(row.get("id", where)),
+    )
+
+
+def _read_jsonl(path: Path):
+    """Yield (line number, object) for each non-blank line, failing on bad JSON or encoding."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+
+
+def read_pairs(source) -> list[Pair]:
+    """Pairs from a JSONL path, a `save_to_disk` directory, or an in-memory `datasets.Dataset`."""
+    if not isinstance(source, (str, os.PathLike)):
+        return [_pair_from_row(row, f"row {i}") for i, row in enumerate(source)]
+    path = Path(source)
+    if path.is_dir():
+        import datasets
+
+        dataset = datasets.load_from_disk(str(path))
+        return [_pair_from_row(row, f"{path}: row {i}") for i, row in enumerate(dataset)]
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    pairs = [_pair_from_row(row, f"{path}:{number}") for number, row in _read_jsonl(path)]
+    if not pairs:
+        raise DataError(f"{path}: no training pairs")
+    return pairs
+
+
+class Tokenize:
+    """Tokenise texts once, cut to `max_length` tokens with the special tokens kept.
+
+    Truncation happens on the bare token ids, then the model's special tokens
+    (found by probing the tokenizer) are put back around them, so a cut text
+    still ends with [SEP] / </s>. Counting what was cut comes for free.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = tokenizer("a")["input_ids"]
+        start = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
+        self.prefix, self.suffix = full[:start], full[start + len(bare) :]
+        self.budget = max_length - len(self.prefix) - len(self.suffix)
+        if self.budget < 1:
+            raise ValueError(f"max_length {max_length} leaves no room beside special tokens")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, texts: list[str], chunk: int = 256) -> tuple[list[list[int]], int]:
+        """Returns the token ids of each text and how many texts were cut."""
+        ids, truncated = [], 0
+        for start in range(0, len(texts), chunk):
+            # one past the budget tells a cut text from one that fits exactly
+            batch = self.tokenizer(
+                texts[start : start + chunk],
+                add_special_tokens=False,
+                truncation=True,
+                max_length=self.budget + 1,
+            )["input_ids"]
+            for tokens in batch:
+                truncated += len(tokens) > self.budget
+                ids.append(self.prefix + tokens[: self.budget] + self.suffix)
+        return ids, truncated
+
+
+def warn_truncated(what: str, truncated: int, total: int, max_length: int) -> None:
+    if truncated:
+        print(f"note: {truncated} of {total} {what} longer than {max_length} tokens were truncated")
+
+
+@dataclass
+class TokenizedPair:
+    query: list[int]
+    positive: list[int]
+    negatives: list[list[int]]
+    id: str
+    # texts, to tell duplicates apart from merely similar documents
+    query_text: str
+    doc_texts: list[str]
+
+
+def tokenize_pairs(
+    pairs: list[Pair], tokenizer: PreTrainedTokenizerBase, query_max_length: int, max_length: int
+) -> list[TokenizedPair]:
+    """Tokenise every pair once; report how many queries and documents were truncated."""
+    queries, q_cut = Tokenize(tokenizer, query_max_length)([p.query for p in pairs])
+    doc_texts = [[p.positive, *p.negatives] for p in pairs]
+    flat = [text for texts in doc_texts for text in texts]
+    docs, d_cut = Tokenize(tokenizer, max_length)(flat)
+    warn_truncated("queries", q_cut, len(pairs), query_max_length)
+    warn_truncated("documents", d_cut, len(flat), max_length)
+    out, cursor = [], 0
+    for pair, query, texts in zip(pairs, queries, doc_texts, strict=True):
+        group = docs[cursor : cursor + len(texts)]
+        cursor += len(texts)
+        out.append(TokenizedPair(query, group[0], group[1:], pair.id, pair.query, texts))
+    return out
+
+
+@dataclass
+class Batch:
+    """One contrastive batch, unpadded: each trainer pads the pieces it forwards.
+
+    queries: n ids lists; docs: the n positives, then every hard negative.
+    false_negatives: bool [n, len(docs)], see `model.info_nce_loss`.
+    """
+
+    queries: list[list[int]]
+    docs: list[list[int]]
+    false_negatives: torch.Tensor
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(map(len, self.queries)) + sum(map(len, self.docs))
+
+
+def collate(examples: list[TokenizedPair]) -> Batch:
+    """Stack pairs into a batch and mark documents that must not be negatives."""
+    n = len(examples)
+    doc_texts = [e.doc_texts[0] for e in examples] + [t for e in examples for t in e.doc_texts[1:]]
+    queries = [e.query_text for e in examples]
+    false_negatives = torch.zeros(n, len(doc_texts), dtype=torch.bool)
+    for i in range(n):
+        for j, text in enumerate(doc_texts):
+            same_doc = text == doc_texts[i]
+            same_query = j < n and queries[j] == queries[i]
+            false_negatives[i, j] = j != i and (same_doc or same_query)
+    docs = [e.positive for e in examples] + [neg for e in examples for neg in e.negatives]
+    return Batch([e.query for e in examples], docs, false_negatives, [e.id for e in examples])
+
+
+def pad(seqs: list[list[int]], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """Right-pad id lists to their longest member: {"input_ids", "attention_mask"} [n, longest]."""
+    longest = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+    for row, ids in enumerate(seqs):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+@dataclass
+class BeirSet:
+    corpus: dict[str, str]  # doc id -> title and text
+    queries: dict[str, str]  # query id -> text
+    qrels: dict[str, dict[str, int]]  # query id -> doc id -> grade
+
+
+def _read_ids(path: Path, fields: tuple[str, ...]) -> dict[str, str]:
+    texts = {}
+    for number, row in _read_jsonl(path):
+        where = f"{path}:{number}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        key = row.get("_id")
+        if not isinstance(key, (str, int)) or str(key) == "":
+            raise DataError(f"{where}: field '_id' is missing or not a string")
+        if str(key) in texts:
+            raise DataError(f"{where}: duplicate _id {key!r}")
+        parts = [row.get(f) or "" for f in fields]
+        if not all(isinstance(p, str) for p in parts):
+            raise DataError(f"{where}: fields {fields} must be strings")
+        text = "\n".join(p for p in parts if p.strip())
+        if not text:
+            raise DataError(f"{where}: field {fields[-1]!r} is empty")
+        texts[str(key)] = text
+    return texts
+
+
+def read_beir(data_dir: str | os.PathLike, split: str = "test") -> BeirSet:
+    """Load a BEIR-layout directory and check that its qrels name known ids."""
+    from metrics import read_qrels
+
+    data_dir = Path(data_dir)
+    for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (data_dir / name).is_file():
+            raise DataError(f"{data_dir / name}: no such file (expected the BEIR layout)")
+    corpus = _read_ids(data_dir / "corpus.jsonl", ("title", "text"))
+    queries = _read_ids(data_dir / "queries.jsonl", ("text",))
+    qrels_path = data_dir / "qrels" / f"{split}.tsv"
+    qrels = read_qrels(qrels_path)
+    for qid, docs in qrels.items():
+        if qid not in queries:
+            raise DataError(f"{qrels_path}: query-id {qid!r} is not in queries.jsonl")
+        unknown = [d for d in docs if d not in corpus]
+        if unknown:
+            raise DataError(f"{qrels_path}: corpus-id {unknown[0]!r} is not in corpus.jsonl")
+    return BeirSet(corpus, queries, qrels)
+
+
+def token_lengths(ids: list[list[int]]) -> str:
+    """A one-line length summary for logs."""
+    lengths = sorted(map(len, ids))
+    p90 = lengths[int(0.9 * (len(lengths) - 1))]
+    return f"median {statistics.median(lengths):.0f}, p90 {p90}, max {lengths[-1]} tokens"
+
+
+def default_dataset(variant: str = "nointro", package_set: str = "small", rfc_dir=None) -> Path:
+    """The default RFC dataset directory, built on first use."""
+    import corpora
+
+    return corpora.prepare_rfc(variant=variant, package_set=package_set, rfc_dir=rfc_dir)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description="Build the RFC retrieval dataset into the cache.")
+    parser.add_argument("--variant", choices=("nointro", "full"), default="nointro")
+    parser.add_argument("--package_set", choices=("small", "all"), default="small")
+    parser.add_argument("--rfc_dir", default=None, help="a copy of /usr/share/doc/RFC")
+    args = parser.parse_args(argv)
+    path = default_dataset(args.variant, args.package_set, args.rfc_dir)
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as err:
+        sys.exit(f"error: {err}")
