@@ -2,8 +2,9 @@
 
 Training data is (query, positive document) pairs, with optional hard
 negatives, from a JSONL file (one `{"query", "positive", "negatives"?}`
-object per line) or a `datasets` dataset with those columns. Evaluation data
-is the BEIR layout: corpus.jsonl, queries.jsonl and qrels/test.tsv.
+object per line), a CSV or Parquet file, or a `datasets` dataset with those
+columns; `Columns` renames them. Evaluation data is the BEIR layout:
+corpus.jsonl, queries.jsonl and qrels/test.tsv.
 
 Every bad row stops the run with the file, line and field at fault; nothing
 is dropped silently. Texts are tokenised once, up front, and cut to their
@@ -17,6 +18,7 @@ member, never to the limit.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -40,9 +42,20 @@ class Pair:
     id: str = ""
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which column (or JSON field) of the training data holds each part of a pair."""
+
+    query: str = "query"
+    positive: str = "positive"
+    negatives: str = "negatives"
+
+
 def _check_text(row: dict, key: str, where: str) -> str:
     if key not in row:
-        raise DataError(f"{where}: missing field {key!r}")
+        raise DataError(
+            f"{where}: missing field {key!r} (fields found: {', '.join(row) or 'none'})"
+        )
     value = row[key]
     if not isinstance(value, str):
         raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
@@ -51,20 +64,40 @@ def _check_text(row: dict, key: str, where: str) -> str:
     return value
 
 
-def _pair_from_row(row, where: str) -> Pair:
+def _pair_from_row(row, where: str, columns: Columns) -> Pair:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    negatives = row.get("negatives") or []
+    negatives = row.get(columns.negatives) or []
+    if isinstance(negatives, str):
+        # one hard negative per row, as a CSV cell or an (anchor, positive, negative) set has it
+        negatives = [negatives]
     if not isinstance(negatives, list):
-        raise DataError(f"{where}: field 'negatives' must be a list of strings")
+        raise DataError(f"{where}: field {columns.negatives!r} must be a string or list of strings")
     for i, text in enumerate(negatives):
-        _check_text({f"negatives[{i}]": text}, f"negatives[{i}]", where)
+        key = f"{columns.negatives}[{i}]"
+        _check_text({key: text}, key, where)
     return Pair(
-        query=_check_text(row, "query", where),
-        positive=_check_text(row, "positive", where),
+        query=_check_text(row, columns.query, where),
+        positive=_check_text(row, columns.positive, where),
         negatives=list(negatives),
         id=str(row.get("id", where)),
     )
+
+
+def _check_columns(found: list[str], columns: Columns, where: str) -> None:
+    """Fail up front, listing the columns there are, when a table lacks one that is needed.
+
+    The negatives column is optional under its default name; named explicitly, it must exist.
+    """
+    needed = {"query": columns.query, "positive": columns.positive}
+    if columns.negatives != Columns.negatives:
+        needed["negatives"] = columns.negatives
+    for role, name in needed.items():
+        if name not in found:
+            raise DataError(
+                f"{where}: no column {name!r} (--{role}_column); "
+                f"columns found: {', '.join(found) or 'none'}"
+            )
 
 
 def _read_jsonl(path: Path):
@@ -83,21 +116,109 @@ def _read_jsonl(path: Path):
                 raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from None
 
 
-def read_pairs(source) -> list[Pair]:
-    """Pairs from a JSONL path, a `save_to_disk` directory, or an in-memory `datasets.Dataset`."""
-    if not isinstance(source, (str, os.PathLike)):
-        return [_pair_from_row(row, f"row {i}") for i, row in enumerate(source)]
-    path = Path(source)
-    if path.is_dir():
-        import datasets
+def _jsonl_rows(path: Path, columns: Columns) -> list[tuple[str, dict]]:
+    rows = [(f"{path}:{number}", row) for number, row in _read_jsonl(path)]
+    named = columns.negatives != Columns.negatives
+    if named and rows and not any(isinstance(r, dict) and columns.negatives in r for _, r in rows):
+        # the per-row checks allow a missing negatives field, so a misnamed one needs this
+        raise DataError(f"{path}: no row has field {columns.negatives!r} (--negatives_column)")
+    return rows
 
+
+def _utf8_lines(f, path: Path):
+    """Decode a binary file line by line, so a bad byte is reported at its own line."""
+    for number, raw in enumerate(f, start=1):
+        try:
+            # utf-8-sig: spreadsheet programs start their CSV files with a byte order mark
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason})") from None
+
+
+def _csv_rows(path: Path, columns: Columns):
+    """Yield ("file:line", row dict) per record; the header is line 1, blank lines are skipped."""
+    # documents of a long-context retriever easily pass csv's default 128 KiB field limit
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with open(path, "rb") as f:
+        reader = csv.reader(_utf8_lines(f, path))
+        try:
+            header = next(reader, [])
+            _check_columns(header, columns, f"{path}:1")
+            line = reader.line_num
+            for cells in reader:
+                # a quoted field may span lines: a record starts after the previous one ends
+                start, line = line + 1, reader.line_num
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(
+                        f"{path}:{start}: {len(cells)} fields, but the header has {len(header)}"
+                    )
+                yield f"{path}:{start}", dict(zip(header, cells, strict=True))
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: {err}") from None
+
+
+def _parquet_rows(path: Path, columns: Columns):
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except pyarrow.ArrowException as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    _check_columns(table.column_names, columns, str(path))
+    for i, row in enumerate(table.to_pylist()):
+        yield f"{path}: row {i}", row
+
+
+def _dataset_rows(dataset, columns: Columns, where: str):
+    """Rows of a `datasets.Dataset`, or any iterable of dicts, named "row N" from 0."""
+    import datasets
+
+    if isinstance(dataset, datasets.DatasetDict):
+        raise DataError(f"{where}: has splits {list(dataset)}; pass one split, e.g. {where}/train")
+    if isinstance(dataset, datasets.Dataset):
+        _check_columns(dataset.column_names, columns, where)
+    for i, row in enumerate(dataset):
+        yield f"{where}: row {i}", row
+
+
+def _saved_dataset_rows(path: Path, columns: Columns):
+    import datasets
+
+    try:
         dataset = datasets.load_from_disk(str(path))
-        return [_pair_from_row(row, f"{path}: row {i}") for i, row in enumerate(dataset)]
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    pairs = [_pair_from_row(row, f"{path}:{number}") for number, row in _read_jsonl(path)]
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: not a dataset saved with save_to_disk ({err})") from None
+    return _dataset_rows(dataset, columns, str(path))
+
+
+def read_pairs(source, columns: Columns = Columns()) -> list[Pair]:
+    """Training pairs from a file, a `save_to_disk` directory, or an in-memory `datasets.Dataset`.
+
+    Files are read by suffix: `.csv` (a header row; a negatives cell is one text), `.parquet`,
+    anything else JSONL. A negatives value is a list of texts or one text. Errors name the
+    file and its line (JSONL, CSV: the header is line 1) or 0-based "row N" (Parquet,
+    datasets), and the field; a table missing a column fails listing those it has.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        rows, where = _dataset_rows(source, columns, "dataset"), "dataset"
+    else:
+        path = where = Path(source)
+        if path.is_dir():
+            rows = _saved_dataset_rows(path, columns)
+        elif not path.is_file():
+            raise DataError(f"{path}: no such file")
+        elif path.suffix.lower() == ".csv":
+            rows = _csv_rows(path, columns)
+        elif path.suffix.lower() == ".parquet":
+            rows = _parquet_rows(path, columns)
+        else:
+            rows = _jsonl_rows(path, columns)
+    pairs = [_pair_from_row(row, row_where, columns) for row_where, row in rows]
     if not pairs:
-        raise DataError(f"{path}: no training pairs")
+        raise DataError(f"{where}: no training pairs")
     return pairs
 
 

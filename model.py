@@ -34,6 +34,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 POOLING = ("mean", "cls")
+LEGACY_POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 EXTEND_METHODS = ("copy", "interpolate")
 
 
@@ -204,6 +205,9 @@ def _write_sentence_transformers_config(directory: Path, encoder: Encoder, max_l
         directory / "sentence_bert_config.json",
         {"max_seq_length": max_length, "do_lower_case": False},
     )
+    # the loss scored dot products: cosine only when they were of unit vectors
+    similarity = "cosine" if encoder.normalize else "dot"
+    _write_json(directory / "config_sentence_transformers.json", {"similarity_fn_name": similarity})
 
 
 def _write_json(path: Path, obj) -> None:
@@ -234,19 +238,33 @@ def _publish(staging: Path, target: Path) -> None:
 
 
 def saved_pooling(path: str | os.PathLike) -> tuple[str, bool] | None:
-    """(pooling, normalize) recorded in a sentence-transformers layout, if there is one."""
+    """(pooling, normalize) recorded in a sentence-transformers layout, if there is one.
+
+    Reads both the pooling config this module writes (one `pooling_mode_*` flag
+    per mode, as sentence-transformers 2-5 did) and the `pooling_mode` key of
+    sentence-transformers 6. Layouts that `Encoder` cannot reproduce, such as
+    a Dense layer after pooling or the transformer in a subdirectory, are errors.
+    """
     modules_file = Path(path) / "modules.json"
-    pooling_file = Path(path) / "1_Pooling" / "config.json"
-    if not (modules_file.is_file() and pooling_file.is_file()):
+    if not modules_file.is_file():
         return None
     modules = json.loads(modules_file.read_text())
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise ValueError(
+            f"{modules_file}: modules {kinds} are not Transformer, Pooling[, Normalize]"
+        )
+    if modules[0]["path"] != "":
+        raise ValueError(f"{modules_file}: the transformer must be the directory itself")
+    pooling_file = Path(path) / modules[1]["path"] / "config.json"
     config = json.loads(pooling_file.read_text())
-    normalize = any(m["type"].endswith("Normalize") for m in modules)
-    if config.get("pooling_mode_cls_token"):
-        return "cls", normalize
-    if config.get("pooling_mode_mean_tokens"):
-        return "mean", normalize
-    raise ValueError(f"{pooling_file}: only mean or CLS pooling is supported")
+    mode = config.get("pooling_mode")
+    if mode is None:
+        active = [key for key, on in config.items() if key.startswith("pooling_mode_") and on]
+        mode = LEGACY_POOLING_KEYS.get(active[0], active[0]) if len(active) == 1 else active
+    if mode not in POOLING:
+        raise ValueError(f"{pooling_file}: pooling {mode!r} is not one of {POOLING}")
+    return mode, kinds[-1] == "Normalize"
 
 
 def load_encoder(

@@ -12,6 +12,7 @@ logging, saving) lives here once.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import random
@@ -19,19 +20,23 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
+import card
 import data
 from model import EXTEND_METHODS, POOLING, Encoder, load_encoder, native_length
 
 OPTIMIZERS = ("adamw_torch", "sgd")
+REPORT_TO = ("none", "tensorboard")
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 BATCH_HELP = "The contrastive batch: each query's in-batch negatives are the others' documents."
 
 
@@ -52,9 +57,17 @@ class TrainingArguments:
     train_file: str = field(
         default="",
         metadata={
-            "help": "JSONL of {query, positive, negatives?} or a save_to_disk directory; "
+            "help": "Pairs as JSONL, CSV or Parquet (by suffix), or a save_to_disk directory; "
             "empty means the default RFC dataset (built on first use)."
         },
+    )
+    query_column: str = field(default="query", metadata={"help": "Column of the queries."})
+    positive_column: str = field(
+        default="positive", metadata={"help": "Column of each query's positive document."}
+    )
+    negatives_column: str = field(
+        default="negatives",
+        metadata={"help": "Column of hard negatives (a list or one text); optional if unrenamed."},
     )
     output_dir: str = field(default="", metadata={"help": "Where the model and logs go."})
     max_length: int = field(
@@ -93,6 +106,13 @@ class TrainingArguments:
     save_steps: int = field(
         default=0, metadata={"help": "Save a checkpoint every N steps; 0 saves only the end."}
     )
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": f"One of {REPORT_TO}; tensorboard also logs to output_dir/runs. "
+            "log.jsonl is always written."
+        },
+    )
 
     def __post_init__(self):
         positive = ("max_length", "query_max_length", "per_device_train_batch_size")
@@ -100,6 +120,11 @@ class TrainingArguments:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ArgumentError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.query_max_length > self.max_length:
+            raise ArgumentError(
+                f"--query_max_length {self.query_max_length} exceeds --max_length "
+                f"{self.max_length}, the length positions are extended to"
+            )
         if self.per_device_train_batch_size < 2:
             raise ArgumentError("--per_device_train_batch_size must be at least 2 (no negatives)")
         if self.max_steps == 0 or self.max_steps < -1:
@@ -119,22 +144,67 @@ class TrainingArguments:
                 raise ArgumentError(f"--{name} must be one of {allowed}, got {value!r}")
         if self.save_steps < 0:
             raise ArgumentError("--save_steps must be >= 0")
+        if self.report_to not in REPORT_TO:
+            raise ArgumentError(f"--report_to must be one of {REPORT_TO}, got {self.report_to!r}")
+        if self.report_to == "tensorboard":
+            try:
+                import torch.utils.tensorboard  # noqa: F401
+            except ImportError:
+                raise ArgumentError(
+                    "--report_to tensorboard needs TensorBoard: pip install tensorboard"
+                ) from None
 
 
 StepFn = Callable[[Encoder, data.Batch, TrainingArguments, float], float]
 
 
 def parse_args(cls: type[TrainingArguments], argv: list[str] | None, default_output: str):
-    """Command-line flags, or one .json/.yaml file of them; unknown keys are errors."""
-    parser = HfArgumentParser(cls)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        load = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        (args,) = load(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    """Command-line flags, optionally after one .json/.yaml file of them; unknown names are errors.
+
+    The file's keys become the flags they name, so its values are converted and
+    checked as on the command line (parsed as-is, YAML's `1e-3` would stay a
+    string and a JSON "false" would be true); flags after the file override it.
+    Flag prefixes are not expanded: `--learning_rat` is a typo, not `--learning_rate`.
+    """
+    parser = HfArgumentParser(cls, allow_abbrev=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith(CONFIG_SUFFIXES):
+        argv = config_flags(argv[0], cls) + argv[1:]
+    args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True, look_for_args_file=False
+    )
+    if unknown:
+        flag = unknown[0]
+        raise ArgumentError(f"unknown argument {flag!r}{did_you_mean(flag.lstrip('-'), cls)}")
     args.output_dir = args.output_dir or default_output
     return args
+
+
+def config_flags(path: str, cls: type[TrainingArguments]) -> list[str]:
+    """A .json/.yaml file of {argument: value} as the command-line flags it stands for."""
+    if not Path(path).is_file():
+        raise ArgumentError(f"{path}: no such file")
+    text = Path(path).read_text()
+    try:
+        config = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise ArgumentError(f"{path}: not valid {Path(path).suffix[1:].upper()} ({err})") from None
+    if not isinstance(config, dict):
+        raise ArgumentError(f"{path}: expected a mapping of argument names to values")
+    names = {f.name for f in fields(cls)}
+    flags = []
+    for key, value in config.items():
+        if key not in names:
+            raise ArgumentError(f"{path}: unknown key {key!r}{did_you_mean(key, cls)}")
+        if value is None or isinstance(value, (dict, list)):
+            raise ArgumentError(f"{path}: {key} must be a single value, got {value!r}")
+        flags.append(f"--{key}={value}")  # one token: a value may start with "-"
+    return flags
+
+
+def did_you_mean(name: str, cls: type[TrainingArguments]) -> str:
+    close = difflib.get_close_matches(name, [f.name for f in fields(cls)], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def seed_everything(seed: int) -> None:
@@ -172,7 +242,8 @@ def build_optimizer(encoder: Encoder, args: TrainingArguments) -> torch.optim.Op
 
 def load_training_data(args: TrainingArguments, tokenizer) -> list[data.TokenizedPair]:
     train_file = args.train_file or str(data.default_dataset() / "train.jsonl")
-    pairs = data.read_pairs(train_file)
+    columns = data.Columns(args.query_column, args.positive_column, args.negatives_column)
+    pairs = data.read_pairs(train_file, columns)
     examples = data.tokenize_pairs(pairs, tokenizer, args.query_max_length, args.max_length)
     docs = [e.positive for e in examples]
     print(f"{len(examples)} training pairs from {train_file}; documents {data.token_lengths(docs)}")
@@ -229,7 +300,7 @@ def train(args: TrainingArguments, step: StepFn, extra_banner: str = "") -> Path
     )
 
     batches = batches_forever(loader)
-    log_file = open(output_dir / "log.jsonl", "a")
+    log = RecordLog(output_dir, args.report_to)
     window = {"loss": 0.0, "samples": 0, "tokens": 0, "start": time.perf_counter()}
     progress = tqdm(range(1, max_steps + 1), desc="train", unit="step", dynamic_ncols=True)
     for global_step in progress:
@@ -248,17 +319,43 @@ def train(args: TrainingArguments, step: StepFn, extra_banner: str = "") -> Path
 
         if global_step % args.logging_steps == 0 or global_step == max_steps:
             record = log_record(global_step, window, args.logging_steps, scheduler, device)
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+            log.write(record)
             progress.set_postfix(loss=f"{record['loss']:.4f}", mem=f"{record['peak_mem_mb']:.0f}M")
             window = {"loss": 0.0, "samples": 0, "tokens": 0, "start": time.perf_counter()}
         if args.save_steps and global_step % args.save_steps == 0 and global_step < max_steps:
             encoder.save_pretrained(output_dir / f"checkpoint-{global_step}", tokenizer)
-    log_file.close()
+    log.close()
 
     encoder.save_pretrained(output_dir, tokenizer)
+    # the last step always logs, so `record` holds the final loss
+    card.write_model_card(output_dir, args, encoder, len(examples), max_steps, record["loss"])
     print(f"saved to {output_dir}")
     return output_dir
+
+
+class RecordLog:
+    """Log records as lines of output_dir/log.jsonl and, when asked, TensorBoard scalars."""
+
+    def __init__(self, output_dir: Path, report_to: str):
+        self.file = open(output_dir / "log.jsonl", "a")
+        self.writer = None
+        if report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(output_dir / "runs"))
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for name, value in record.items():
+                if name != "step":
+                    self.writer.add_scalar(f"train/{name}", value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def log_record(step: int, window: dict, steps: int, scheduler, device: torch.device) -> dict:

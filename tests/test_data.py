@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 import torch
 
 from data import (
+    Columns,
     DataError,
     Pair,
     Tokenize,
@@ -37,7 +39,7 @@ GOOD = json.dumps({"query": "q", "positive": "d"})
         ('{"query": "q", "positive": 7}', r":2: field 'positive' must be a string, got int"),
         ('{"query": "  ", "positive": "d"}', r":2: field 'query' is empty"),
         ('["q", "d"]', r":2: expected a JSON object, got list"),
-        ('{"query": "q", "positive": "d", "negatives": "n"}', r":2: field 'negatives' must be"),
+        ('{"query": "q", "positive": "d", "negatives": 7}', r":2: field 'negatives' must be"),
         ('{"query": "q", "positive": "d", "negatives": [""]}', r":2: field 'negatives\[0\]'"),
         (b'{"query": "caf\xe9", "positive": "d"}', r":2: not valid UTF-8"),
     ],
@@ -158,3 +160,110 @@ def test_beir_bad_corpus_rows(tmp_path):
     write_lines(root / "corpus.jsonl", [json.dumps({"_id": "d1", "title": "", "text": ""})])
     with pytest.raises(DataError, match=r"corpus\.jsonl:1: field 'text' is empty"):
         read_beir(root)
+
+
+ROWS = [
+    {"question": "q0", "answer": "d0", "hard": "n0"},
+    {"question": "q1", "answer": "line one\nline two", "hard": ""},  # a quoted two-line cell
+    {"question": "q2", "answer": "d2", "hard": "n2"},
+]
+RENAMED = Columns(query="question", positive="answer", negatives="hard")
+
+
+def write_table(path, rows):
+    """`rows` as a file of the format its suffix names, or a save_to_disk directory."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        datasets = pytest.importorskip("datasets")
+        dataset = datasets.Dataset.from_list(rows)
+        if path.suffix == ".parquet":
+            dataset.to_parquet(str(path))
+        else:
+            dataset.save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", ["t.jsonl", "t.csv", "t.parquet", "saved"])
+def test_every_format_reads_renamed_columns(tmp_path, name):
+    pairs = read_pairs(write_table(tmp_path / name, ROWS), RENAMED)
+    assert [(p.query, p.positive, p.negatives) for p in pairs] == [
+        ("q0", "d0", ["n0"]),
+        ("q1", "line one\nline two", []),  # an empty negatives cell means none
+        ("q2", "d2", ["n2"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("t.jsonl", r"t\.jsonl:1: missing field 'query' \(fields found: question, answer, hard\)"),
+        (
+            "t.csv",
+            r"t\.csv:1: no column 'query' \(--query_column\); columns found: question, answer",
+        ),
+        ("t.parquet", r"t\.parquet: no column 'query' .*columns found: question, answer, hard"),
+        ("saved", r"saved: no column 'query' .*columns found: question, answer, hard"),
+    ],
+)
+def test_missing_column_lists_the_columns_found(tmp_path, name, message):
+    with pytest.raises(DataError, match=message):
+        read_pairs(write_table(tmp_path / name, ROWS))
+
+
+@pytest.mark.parametrize("name", ["t.jsonl", "t.csv", "t.parquet"])
+def test_a_renamed_negatives_column_must_exist(tmp_path, name):
+    path = write_table(tmp_path / name, ROWS)
+    with pytest.raises(DataError, match="'negs'.*--negatives_column"):
+        read_pairs(path, Columns("question", "answer", negatives="negs"))
+
+
+def test_csv_errors_name_the_files_own_line_numbers(tmp_path):
+    # the header is line 1 and the two-line cell takes lines 3-4, so the bad record is line 5
+    rows = [*ROWS[:2], {"question": "q2", "answer": " ", "hard": ""}]
+    path = write_table(tmp_path / "t.csv", rows)
+    with pytest.raises(DataError, match=r"t\.csv:5: field 'answer' is empty"):
+        read_pairs(path, RENAMED)
+    assert [p.id for p in read_pairs(write_table(path, ROWS), RENAMED)] == [
+        f"{path}:2",
+        f"{path}:3",
+        f"{path}:5",
+    ]
+    path.write_text("query,positive\nq0,d0\nq1,d1,extra\n")
+    with pytest.raises(DataError, match=r"t\.csv:3: 3 fields, but the header has 2"):
+        read_pairs(path)
+    path.write_bytes(b"query,positive\nq0,d0\n\nq1,caf\xe9\n")
+    with pytest.raises(DataError, match=r"t\.csv:4: not valid UTF-8"):
+        read_pairs(path)
+
+
+def test_csv_from_a_spreadsheet_with_byte_order_mark_and_a_long_cell(tmp_path):
+    path = tmp_path / "t.csv"
+    long_text = "word " * 40_000  # beyond csv's default 128 KiB field limit
+    path.write_text(f'\ufeffquery,positive\nq,"{long_text}"\n', encoding="utf-8")
+    (pair,) = read_pairs(path)
+    assert pair.query == "q" and pair.positive == long_text
+
+
+def test_parquet_rows_are_numbered_from_0(tmp_path):
+    rows = [{"query": "q0", "positive": "d0", "negatives": ["a", "b"]}]
+    rows.append({"query": "q1", "positive": None, "negatives": []})
+    path = write_table(tmp_path / "t.parquet", rows)
+    with pytest.raises(DataError, match=r"t\.parquet: row 1: field 'positive' must be a string"):
+        read_pairs(path)
+    (pair,) = read_pairs(write_table(path, rows[:1]))
+    assert pair.negatives == ["a", "b"]
+
+
+def test_saved_dataset_dict_asks_for_one_split(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    split = datasets.Dataset.from_dict({"query": ["a"], "positive": ["x"]})
+    datasets.DatasetDict({"train": split}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DataError, match=r"has splits \['train'\]; pass one split, e.g. .*dd/train"):
+        read_pairs(tmp_path / "dd")
+    assert [p.query for p in read_pairs(tmp_path / "dd" / "train")] == ["a"]

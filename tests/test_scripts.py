@@ -95,6 +95,7 @@ def test_both_trainers_reach_the_same_weights(tiny_model_dir, train_file, tmp_pa
         ("--mini_batch_size", "0", "mini_batch_size must be at least 1"),
         ("--optim", "adam", "optim must be one of"),
         ("--max_steps", "0", "max_steps must be positive"),
+        ("--query_max_length", "2048", "exceeds --max_length 1024"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(flag, value, message, tmp_path):
