@@ -17,12 +17,10 @@ member, never to the limit.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,11 +74,14 @@ def _pair_from_row(row, where: str, columns: Columns) -> Pair:
     for i, text in enumerate(negatives):
         key = f"{columns.negatives}[{i}]"
         _check_text({key: text}, key, where)
+    pair_id = row.get("id", where)
+    if isinstance(pair_id, bool) or not isinstance(pair_id, (str, int)):
+        raise DataError(f"{where}: field 'id' must be a string or integer, got {pair_id!r}")
     return Pair(
         query=_check_text(row, columns.query, where),
         positive=_check_text(row, columns.positive, where),
         negatives=list(negatives),
-        id=str(row.get("id", where)),
+        id=str(pair_id),
     )
 
 
@@ -111,9 +112,14 @@ def _read_jsonl(path: Path):
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+            except (ValueError, RecursionError) as err:
+                # valid JSON past what Python takes: nesting deeper than its recursion limit,
+                # or an integer of more than 4300 digits
+                raise DataError(f"{path}:{number}: JSON too deep or too long ({err})") from None
+            yield number, row
 
 
 def _jsonl_rows(path: Path, columns: Columns) -> list[tuple[str, dict]]:
@@ -165,10 +171,13 @@ def _parquet_rows(path: Path, columns: Columns):
 
     try:
         table = pq.read_table(path)
-    except pyarrow.ArrowException as err:
-        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+        rows = table.to_pylist()
+    except (pyarrow.ArrowException, OSError, UnicodeDecodeError) as err:
+        # damage shows in thrift or page decoding (some reported as OSError) or in a string's bytes
+        message = str(err).replace("\n", " ").strip()
+        raise DataError(f"{path}: not a readable Parquet file ({message})") from None
     _check_columns(table.column_names, columns, str(path))
-    for i, row in enumerate(table.to_pylist()):
+    for i, row in enumerate(rows):
         yield f"{path}: row {i}", row
 
 
@@ -198,7 +207,8 @@ def read_pairs(source, columns: Columns = Columns()) -> list[Pair]:
     """Training pairs from a file, a `save_to_disk` directory, or an in-memory `datasets.Dataset`.
 
     Files are read by suffix: `.csv` (a header row; a negatives cell is one text), `.parquet`,
-    anything else JSONL. A negatives value is a list of texts or one text. Errors name the
+    anything else JSONL. A negatives value is a list of texts or one text; an optional `id`
+    (string or integer, unique) names the pair, else its file and line do. Errors name the
     file and its line (JSONL, CSV: the header is line 1) or 0-based "row N" (Parquet,
     datasets), and the field; a table missing a column fails listing those it has.
     """
@@ -216,7 +226,16 @@ def read_pairs(source, columns: Columns = Columns()) -> list[Pair]:
             rows = _parquet_rows(path, columns)
         else:
             rows = _jsonl_rows(path, columns)
-    pairs = [_pair_from_row(row, row_where, columns) for row_where, row in rows]
+    pairs, first_seen = [], {}
+    for row_where, row in rows:
+        pair = _pair_from_row(row, row_where, columns)
+        # ids name examples in error messages (a non-finite loss): each must name one
+        if pair.id in first_seen:
+            raise DataError(
+                f"{row_where}: duplicate id {pair.id!r} (first at {first_seen[pair.id]})"
+            )
+        first_seen[pair.id] = row_where
+        pairs.append(pair)
     if not pairs:
         raise DataError(f"{where}: no training pairs")
     return pairs
@@ -298,12 +317,21 @@ class Batch:
 
     queries: n ids lists; docs: the n positives, then every hard negative.
     false_negatives: bool [n, len(docs)], see `model.info_nce_loss`.
+    Under torchrun, queries, docs and ids are this process's share of the
+    global batch, false_negatives covers the whole global batch (as
+    distributed.gather_reps orders it), and negative_counts holds every
+    share's number of hard negatives, so gathered documents can be put in order.
     """
 
     queries: list[list[int]]
     docs: list[list[int]]
     false_negatives: torch.Tensor
     ids: list[str]
+    negative_counts: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.negative_counts:  # one process: the only share is this one
+            self.negative_counts = [len(self.docs) - len(self.queries)]
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -313,19 +341,106 @@ class Batch:
         return sum(map(len, self.queries)) + sum(map(len, self.docs))
 
 
-def collate(examples: list[TokenizedPair]) -> Batch:
-    """Stack pairs into a batch and mark documents that must not be negatives."""
+def collate(examples: list[TokenizedPair], rank: int = 0, world_size: int = 1) -> Batch:
+    """Stack pairs into a batch and mark documents that must not be negatives.
+
+    With world_size > 1, `examples` is the global batch, cut into world_size
+    equal shares, and the Batch holds share `rank` (see `Batch`).
+    """
+    n = len(examples) // world_size
+    shares = [examples[r * n : (r + 1) * n] for r in range(world_size)]
+    mine = shares[rank]
+    docs = [e.positive for e in mine] + [neg for e in mine for neg in e.negatives]
+    return Batch(
+        [e.query for e in mine],
+        docs,
+        false_negative_mask(examples),
+        [e.id for e in mine],
+        [sum(len(e.negatives) for e in share) for share in shares],
+    )
+
+
+def false_negative_mask(examples: list[TokenizedPair]) -> torch.Tensor:
+    """bool [n, n + negatives]: True where document j must not be a negative of query i.
+
+    Documents are every positive, then every hard negative. Masked: a copy of
+    query i's positive, and the positive of another query with i's text.
+    """
     n = len(examples)
     doc_texts = [e.doc_texts[0] for e in examples] + [t for e in examples for t in e.doc_texts[1:]]
-    queries = [e.query_text for e in examples]
-    false_negatives = torch.zeros(n, len(doc_texts), dtype=torch.bool)
-    for i in range(n):
-        for j, text in enumerate(doc_texts):
-            same_doc = text == doc_texts[i]
-            same_query = j < n and queries[j] == queries[i]
-            false_negatives[i, j] = j != i and (same_doc or same_query)
-    docs = [e.positive for e in examples] + [neg for e in examples for neg in e.negatives]
-    return Batch([e.query for e in examples], docs, false_negatives, [e.id for e in examples])
+    docs = _text_codes(doc_texts)  # [n + negatives]
+    queries = _text_codes([e.query_text for e in examples])  # [n]
+    mask = docs[None, :] == docs[:n, None]  # [n, n + negatives]
+    mask[:, :n] |= queries[None, :] == queries[:, None]
+    mask[torch.arange(n), torch.arange(n)] = False  # a query's own positive
+    return mask
+
+
+def _text_codes(texts: list[str]) -> torch.Tensor:
+    """One integer per text, equal exactly where the texts are."""
+    codes: dict[str, int] = {}
+    return torch.tensor([codes.setdefault(text, len(codes)) for text in texts])
+
+
+class BatchSampler:
+    """Endless batches of example indices, reshuffled each epoch by one seeded generator.
+
+    Each epoch is a permutation drawn from the generator, cut into batches of
+    `batch_size`; the rest that cannot fill a batch is left out, so every batch
+    (and under torchrun every process's share of it) has the same size. The
+    position (epoch, batches taken from it) and the generator's state at the
+    epoch's start are the whole state: `load_state_dict` redraws that epoch's
+    order and carries on exactly where `state_dict` was taken.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        if num_examples < batch_size:
+            raise ValueError(f"{num_examples} examples cannot fill a batch of {batch_size}")
+        self.num_examples = num_examples
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch, self.taken = 0, 0
+        self._shuffle()
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return self.num_examples // self.batch_size
+
+    def _shuffle(self) -> None:
+        self.epoch_start = self.generator.get_state()
+        self.order = torch.randperm(self.num_examples, generator=self.generator).tolist()
+
+    def __iter__(self) -> BatchSampler:
+        return self
+
+    def __next__(self) -> list[int]:
+        if self.taken == len(self):
+            self.epoch, self.taken = self.epoch + 1, 0
+            self._shuffle()
+        start = self.taken * self.batch_size
+        self.taken += 1
+        return self.order[start : start + self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {
+            "num_examples": self.num_examples,
+            "batch_size": self.batch_size,
+            "epoch": self.epoch,
+            "taken": self.taken,
+            "generator": self.epoch_start,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at `state`'s position; the data must be the same size as when it was taken."""
+        for name in ("num_examples", "batch_size"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"{name} was {state[name]} when the checkpoint was saved, now "
+                    f"{getattr(self, name)}: the data or the batch changed"
+                )
+        self.epoch, self.taken = state["epoch"], state["taken"]
+        self.generator.set_state(state["generator"])
+        self._shuffle()
 
 
 def pad(seqs: list[list[int]], pad_id: int, device=None) -> dict[str, torch.Tensor]:
@@ -364,6 +479,8 @@ def _read_ids(path: Path, fields: tuple[str, ...]) -> dict[str, str]:
         if not text:
             raise DataError(f"{where}: field {fields[-1]!r} is empty")
         texts[str(key)] = text
+    if not texts:
+        raise DataError(f"{path}: no entries")
     return texts
 
 
@@ -403,18 +520,11 @@ def default_dataset(variant: str = "nointro", package_set: str = "small", rfc_di
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Build the RFC retrieval dataset into the cache.")
-    parser.add_argument("--variant", choices=("nointro", "full"), default="nointro")
-    parser.add_argument("--package_set", choices=("small", "all"), default="small")
-    parser.add_argument("--rfc_dir", default=None, help="a copy of /usr/share/doc/RFC")
-    args = parser.parse_args(argv)
-    path = default_dataset(args.variant, args.package_set, args.rfc_dir)
-    print(path)
-    return path
+    """`python data.py`: build the default dataset (options as `python corpora.py`)."""
+    import corpora
+
+    return corpora.main(argv)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as err:
-        sys.exit(f"error: {err}")
+    main()
