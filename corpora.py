@@ -10,16 +10,25 @@ linked documents) crosses splits, and write:
     <out_root>/<name>/{dev,test}/qrels/test.tsv  query-id, corpus-id, score
     <out_root>/<name>/stats.json                 sizes, skips by reason, word counts, packages
 
-Corpora: IETF RFCs (the doc-rfc-* packages, Debian non-free): the query is the abstract (the
-title where there is none) and the document is the cleaned body. Man pages and kernel docs are
-planned as further builders on the same helpers.
+Corpora:
+- rfc: IETF RFCs (the doc-rfc-* packages, Debian non-free): the query is the abstract (the title
+  where there is none) and the document is the cleaned body.
+- man: manual pages (manpages-dev, perl-doc, libssl-doc; manpages-posix-dev from non-free): the
+  query is the NAME line's description and the document is the page rendered by groff, without
+  its NAME section.
+- kernel: Linux kernel documentation (linux-doc-6.1): the query is the page title and the
+  document is the lightly cleaned reST source of a page of 300+ words.
 
-Licence: RFC text may be redistributed only unmodified, so cleaned bodies are derived text that
-lives in the cache and must never be committed.
+Licence: RFC text may be redistributed only unmodified, and man pages and kernel docs come under
+several licences, so every dataset is derived text that lives in the cache and must never be
+committed.
 
 Command line:
-    python corpora.py [--variant nointro|full] [--package_set small|all|<package>]
-                      [--rfc_dir DIR] [--out_root DIR]
+    python corpora.py [--corpus rfc|man|kernel] [--out_root DIR]
+                      rfc:    [--variant nointro|full] [--package_set small|all|<package>]
+                              [--rfc_dir DIR]
+                      man:    [--pages_dir DIR]
+                      kernel: [--docs_dir DIR]
 """
 
 from __future__ import annotations
@@ -39,8 +48,10 @@ import sys
 import tarfile
 import tempfile
 import time
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,6 +307,14 @@ class Tally:
     def note(self, event: str) -> None:
         self.notes[event] += 1
 
+    def merge(self, other: Tally) -> None:
+        """Add the counts and examples of `other` (a tally kept by one worker) to these."""
+        self.skipped.update(other.skipped)
+        self.notes.update(other.notes)
+        for reason, examples in other.examples.items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(examples[: max(0, 5 - len(kept))])
+
 
 def natural_key(doc_id: str) -> tuple:
     """Sort "rfc9" before "rfc10"."""
@@ -304,6 +323,35 @@ def natural_key(doc_id: str) -> tuple:
 
 def normalize_query(text: str) -> str:
     return " ".join(text.split())
+
+
+def decode_text(data: bytes, tally: Tally) -> str:
+    """UTF-8, else cp1252 (undefined bytes replaced) with a counted note: never raises."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # 28 of the 9,154 RFCs are cp1252 (curly quotes, accented names); keep them, counted
+        tally.note("text_decoded_as_cp1252")
+        return data.decode("cp1252", errors="replace")
+
+
+# what reading a file that may be a broken gzip can raise
+READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def read_maybe_gzipped(path: Path) -> bytes:
+    """Bytes of `path`, decompressed when its name ends in .gz; one of READ_ERRORS if broken."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
+
+
+def package_meta(infos: dict[str, dict]) -> dict:
+    """What stats.json records about packages from `fetch_debian_packages`."""
+    return {
+        "source": "debian packages (cache)",
+        "package_versions": {p: info["version"] for p, info in infos.items()},
+        "download_bytes": sum(info["deb_bytes"] for info in infos.values()),
+    }
 
 
 class _UnionFind:
@@ -449,14 +497,14 @@ def write_dataset(
             "skipped_examples": tally.examples,
         }
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-        _replace_dir(tmp, out_dir)
+        _replace_dir(tmp, out_dir, meta.get("corpus_version"))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return stats
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def _replace_dir(tmp: Path, final: Path, corpus_version: int | None = None) -> None:
     if final.exists():
         stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
         os.rename(final, stale)
@@ -465,18 +513,27 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
     except OSError:
         # another process finished the same dataset first; its copy is equally good
-        if not _is_complete(final):
+        if not _is_complete(final, corpus_version):
             raise
 
 
-def _is_complete(out_dir: Path) -> bool:
+def _is_complete(out_dir: Path, corpus_version: int | None = None) -> bool:
+    """Whether `out_dir` holds a dataset written by this BUILD_VERSION and `corpus_version`.
+
+    `corpus_version` is a builder's own marker (None for the RFC builder, which has none), so
+    that a change to one builder rebuilds only its datasets.
+    """
     stats = out_dir / "stats.json"
     if not stats.is_file():
         return False
     try:
-        return json.loads(stats.read_text()).get("build_version") == BUILD_VERSION
+        written = json.loads(stats.read_text())
     except json.JSONDecodeError:
         return False
+    return (
+        written.get("build_version") == BUILD_VERSION
+        and written.get("corpus_version") == corpus_version
+    )
 
 
 def _print_summary(name: str, stats: dict, seconds: float) -> None:
@@ -566,12 +623,7 @@ def _rfc_source_dirs(packages: Sequence[str], rfc_dir: Path | None) -> tuple[lis
             "copy their /usr/share/doc/RFC somewhere and pass --rfc_dir DIR."
         ) from err
     dirs = [infos[p]["root"] / "usr/share/doc/RFC" / d for p in packages for d in RFC_PACKAGES[p]]
-    meta = {
-        "source": "debian packages (cache)",
-        "package_versions": {p: infos[p]["version"] for p in packages},
-        "download_bytes": sum(infos[p]["deb_bytes"] for p in packages),
-    }
-    return dirs, meta
+    return dirs, package_meta(infos)
 
 
 def _rfc_id(value: str) -> str | None:
@@ -594,12 +646,7 @@ def _read_text(base: Path, tally: Tally) -> str | None:
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         tally.skip("unreadable_text", f"{gz}: {err}")
         return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        # 28 of the 9,154 RFCs are cp1252 (curly quotes, accented names); keep them, counted
-        tally.note("text_decoded_as_cp1252")
-        return data.decode("cp1252", errors="replace")
+    return decode_text(data, tally)
 
 
 def _read_rfc_json(path: Path, tally: Tally) -> dict | None:
@@ -1111,24 +1158,541 @@ def _squeeze_blank_lines(lines: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Shared by the man page and kernel doc builders
+# ---------------------------------------------------------------------------------------------
+
+# root of the installed system, where installed packages' files are looked for
+SYSTEM_ROOT = Path("/")
+# what a builder's read step returns: pairs, links between document ids, skips, stats metadata
+ReadResult = tuple[list[Pair], list[tuple[str, str]], Tally, dict]
+
+
+def _build(
+    name: str, out_root: str | Path | None, corpus_version: int, read: Callable[[], ReadResult]
+) -> Path:
+    """Reuse `<out_root or cache_dir()>/<name>` when complete, else write it from `read()`.
+
+    `read` returns (pairs, links, tally, meta); the seconds it took go into stats.json.
+    """
+    out_dir = Path(out_root or cache_dir()) / name
+    if _is_complete(out_dir, corpus_version):
+        log(f"{name}: reusing {out_dir}")
+        return out_dir
+    start = time.time()
+    pairs, links, tally, meta = read()
+    log(f"parsed {len(pairs)} pairs; skipped {sum(tally.skipped.values())} {dict(tally.skipped)}")
+    meta = {
+        "name": name,
+        "corpus_version": corpus_version,
+        **meta,
+        "read_seconds": round(time.time() - start, 1),
+    }
+    stats = write_dataset(out_dir, pairs, links, tally, meta)
+    _print_summary(name, stats, time.time() - start)
+    return out_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Man page builder
+# ---------------------------------------------------------------------------------------------
+
+MAN_PACKAGES = ("manpages-dev", "perl-doc", "libssl-doc", "manpages-posix-dev")
+MAN_PATTERNS = ("usr/share/man/man*/*",)
+# bump when the man dataset changes (BUILD_VERSION is for changes to every dataset)
+MAN_VERSION = 1
+# columns of the rendered text: what `man` gives on a standard terminal
+MAN_WIDTH = 80
+# groff works in subprocesses, so threads suffice; more than the 2 cores would only queue
+MAN_WORKERS = 2
+# perltoc, the largest page, takes ~2 s; a page that hangs groff must not stall the build
+GROFF_TIMEOUT_S = 120
+# the same text on every page of a package: the POSIX prolog, the POSIX and OpenSSL copyright
+MAN_BOILERPLATE_SECTIONS = ("PROLOG", "COPYRIGHT")
+# man-db's first-line hint ('\" et) names the preprocessors a page needs
+_PREPROCESSOR_HINT = re.compile(r"""['.]\\"[ \t]*([a-z]+)""")
+_PREPROCESSOR_FLAGS = {"e": "-e", "p": "-p", "r": "-R", "t": "-t"}
+_ROFF_COMMENT = re.compile(r"""(['.][ \t]*)?\\["#]""")
+_SO_REQUEST = re.compile(r"\.[ \t]*so[ \t]")
+_TITLE_MACRO = re.compile(r"(?m)^\.[ \t]*(TH|Dt)[ \t]")
+# box-drawing characters of tbl rules, alone on a line
+_BOX_RULE = re.compile(r"[\u2500-\u257f][\s\u2500-\u257f]*")
+# groff's -Tutf8 glyphs for plain input characters, made ASCII again: "-" and "\-" (hyphen and
+# minus), "\ " (no-break space), and the lines of tbl boxes
+_GROFF_GLYPHS = str.maketrans(
+    {c: "+" for c in range(0x2500, 0x2580)}
+    | {0x2500: "-", 0x2502: "|", 0x2550: "=", 0x2551: "|", 0x2010: "-", 0x2212: "-", 0xA0: " "}
+)
+# "printf, fprintf - formatted output conversion"; POSIX pages use an em dash, some Perl "--"
+_NAME_SEPARATOR = re.compile(r"\s(?:--?|\u2014)\s")
+
+
+def _dpkg_files(package: str, patterns: Sequence[str]) -> list[Path] | None:
+    """Installed files of `package` that match `patterns`, from dpkg's list, if all are there.
+
+    None when the package is not installed, or when dpkg left its files out (slim images drop
+    /usr/share/man with path-exclude), so that it has to be fetched. Symlinks (Debian's man
+    page aliases) are left out, as when a .deb is unpacked.
+    """
+    info = SYSTEM_ROOT / "var/lib/dpkg/info"
+    lists = sorted(info.glob(f"{package}.list")) + sorted(info.glob(f"{package}:*.list"))
+    if not lists:
+        return None
+    names = [n.lstrip("/") for n in lists[0].read_text(errors="replace").splitlines()]
+    paths = [SYSTEM_ROOT / n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    files = [p for p in paths if not p.is_symlink() and not p.is_dir()]
+    if not files or not all(p.is_file() for p in files):
+        return None
+    return sorted(files)
+
+
+def _page_files(man_dir: Path) -> list[Path]:
+    """The regular files in `man_dir`/man*/, sorted; symlinks (aliases) are left out."""
+    return sorted(p for p in man_dir.glob("man*/*") if p.is_file() and not p.is_symlink())
+
+
+def _man_source_files(pages_dir: Path | None) -> tuple[list[Path], dict]:
+    """Man page files in a fixed order, and a description of the source.
+
+    Order: an explicit `pages_dir` (shaped like /usr/share/man); else the installed packages
+    when all of them are (only their files, from dpkg's lists: /usr/share/man holds many
+    other packages' pages); else the cache, fetching what is missing.
+    """
+    if pages_dir is not None:
+        files = _page_files(pages_dir)
+        if not files:
+            raise CorpusUnavailable(f"--pages_dir {pages_dir} holds no man*/ page files")
+        return files, {"source": str(pages_dir)}
+    installed = [_dpkg_files(p, MAN_PATTERNS) for p in MAN_PACKAGES]
+    if all(installed):
+        return [f for files in installed for f in files], {"source": "installed packages"}
+    try:
+        infos = fetch_debian_packages(MAN_PACKAGES, MAN_PATTERNS)
+    except CorpusUnavailable as err:
+        raise CorpusUnavailable(
+            f"{err}\n\nThe man pages could not be fetched. Either install the packages "
+            f"(`apt-get install {' '.join(MAN_PACKAGES)}`; manpages-posix-dev is in Debian's "
+            "non-free component), or copy their man*/ directories into one tree shaped like "
+            "/usr/share/man and pass --pages_dir DIR."
+        ) from err
+    files = [f for p in MAN_PACKAGES for f in _page_files(infos[p]["root"] / "usr/share/man")]
+    return files, package_meta(infos)
+
+
+def is_so_stub(source: str) -> bool:
+    """Whether a roff page is only a `.so other/page` alias (comments and blanks aside)."""
+    lines = [ln for ln in source.splitlines() if ln.strip() and not _ROFF_COMMENT.match(ln)]
+    return len(lines) == 1 and bool(_SO_REQUEST.match(lines[0]))
+
+
+def render_man(source: str) -> str:
+    """Plain text of one roff page as groff formats it for a MAN_WIDTH-column terminal.
+
+    Non-ASCII input goes in as \\[uXXXX] escapes (as preconv would write them), so groff never
+    guesses an encoding. The output has no colours, overstrike, hyphenation or justification
+    spaces, no tbl rule lines, and groff's hyphen, minus and no-break space glyphs are ASCII
+    again. Raises subprocess.CalledProcessError or TimeoutExpired when groff fails.
+    """
+    hint = _PREPROCESSOR_HINT.match(source)
+    letters = hint.group(1) if hint else ""
+    flags = [_PREPROCESSOR_FLAGS[c] for c in letters if c in _PREPROCESSOR_FLAGS]
+    cmd = ["groff", "-mandoc", "-Tutf8", "-P-cbou", f"-rLL={MAN_WIDTH}n", "-rHY=0", *flags]
+    escaped = re.sub(r"[^\x00-\x7f]", lambda m: f"\\[u{ord(m.group()):04X}]", source)
+    # left-adjusted: the man macros never change the adjustment a page starts with
+    proc = subprocess.run(
+        cmd,
+        input=(".ad l\n" + escaped).encode("ascii"),
+        capture_output=True,
+        timeout=GROFF_TIMEOUT_S,
+        check=True,
+    )
+    text = proc.stdout.decode("utf-8", errors="replace")
+    # grotty -c -b -o -u writes neither; a site configuration might still
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|.\x08", "", text)
+    lines = [ln.rstrip() for ln in text.split("\n") if not _BOX_RULE.fullmatch(ln.strip())]
+    return "\n".join(lines).translate(_GROFF_GLYPHS)
+
+
+def split_man_page(rendered: str, has_header: bool) -> tuple[str | None, str, list[str]]:
+    """(NAME section text, the rest of the page, headings of the dropped sections).
+
+    Headings are the lines at column 0 (all text is indented); with a header (.TH) the first
+    and last lines are the running header and footer, and go. The whole NAME section goes,
+    and its line (`_name_line`) is returned; None when the page has no NAME section.
+    MAN_BOILERPLATE_SECTIONS are dropped.
+    """
+    lines = rendered.split("\n")
+    nonblank = [i for i, ln in enumerate(lines) if ln.strip()]
+    if has_header and nonblank:
+        lines = lines[nonblank[0] + 1 : nonblank[-1]]
+    name, body, dropped = None, [], []
+    for heading, block in _man_sections(lines):
+        if heading == "NAME" and name is None:
+            name = _name_line(block[1:])
+        elif heading in MAN_BOILERPLATE_SECTIONS:
+            dropped.append(heading)
+        else:
+            body.extend(block)
+    return name, _squeeze_blank_lines(body), dropped
+
+
+def _name_line(lines: list[str]) -> str:
+    """The first paragraph of a NAME section that has a separator, else its first paragraph.
+
+    A few pod pages break the list of names with a paragraph (OSSL_CMP_log_open.3ssl), and a
+    few go on after the description with notes (perlos400.1).
+    """
+    paragraphs = [" ".join(p.split()) for p in _squeeze_blank_lines(lines).split("\n\n")]
+    return next((p for p in paragraphs if _NAME_SEPARATOR.search(p)), paragraphs[0])
+
+
+def _man_sections(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """(heading, lines from the heading on) per section; text before any heading has ""."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in lines:
+        if line.strip() and not line[0].isspace():
+            sections.append((line.strip(), []))
+        sections[-1][1].append(line)
+    return sections
+
+
+def man_description(name: str) -> str:
+    """The description in a NAME line: "printf, fprintf - formatted output" -> "formatted output"
+    ("" when there is no separator)."""
+    parts = _NAME_SEPARATOR.split(name, maxsplit=1)
+    return parts[1].strip() if len(parts) == 2 else ""
+
+
+def _rendered(path: Path, tally: Tally) -> tuple[str, str] | None:
+    """(roff source, rendered text) of one page file; None, with a counted skip, if unusable."""
+    try:
+        source = decode_text(read_maybe_gzipped(path), tally)
+    except READ_ERRORS as err:
+        tally.skip("unreadable_file", f"{path}: {err}")
+        return None
+    if is_so_stub(source):
+        tally.skip("so_alias_stub", str(path))
+        return None
+    try:
+        return source, render_man(source)
+    except subprocess.CalledProcessError as err:
+        tally.skip("groff_failed", f"{path}: {err.stderr.decode(errors='replace')[-300:]}")
+    except subprocess.TimeoutExpired:
+        tally.skip("groff_timeout", str(path))
+    return None
+
+
+def _man_pair(doc_id: str, path: Path) -> tuple[Pair | None, Tally]:
+    """One page's pair (or None) and its own tally: it runs in a worker thread."""
+    tally = Tally()
+    rendered = _rendered(path, tally)
+    if rendered is None:
+        return None, tally
+    source, text = rendered
+    name, body, dropped = split_man_page(text, has_header=bool(_TITLE_MACRO.search(source)))
+    for heading in dropped:
+        tally.note(f"dropped_section_{heading}")
+    if name is None:
+        tally.skip("no_name_section", str(path))
+        return None, tally
+    query = man_description(name)
+    if not query:
+        tally.skip("no_name_description", f"{path}: {name[:100]}")
+        return None, tally
+    if not body.strip():
+        tally.skip("empty_body", str(path))
+        return None, tally
+    return Pair(id=doc_id, query=query, text=body), tally
+
+
+def read_man_pairs(files: Sequence[Path], workers: int = MAN_WORKERS) -> tuple[list[Pair], Tally]:
+    """(NAME description, rendered page without NAME) pairs from roff man page files.
+
+    A page's id is its file name without .gz ("printf.3", "printf.3posix"); an id seen twice
+    keeps its first file. groff renders the pages in `workers` threads (~0.05 s a page in a
+    subprocess; perltoc ~2 s); the pairs keep the order of `files`. Never raises on a bad
+    page: each problem is a counted skip in the returned Tally.
+    """
+    tally, unique = Tally(), {}
+    for path in files:
+        doc_id = path.name.removesuffix(".gz")
+        if doc_id in unique:
+            tally.skip("duplicate_id", str(path))
+        else:
+            unique[doc_id] = path
+    pairs = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_man_pair, unique, unique.values())
+        bar = tqdm(
+            results, total=len(unique), desc="man pages", unit="page", disable=None, leave=False
+        )
+        for pair, page_tally in bar:
+            tally.merge(page_tally)
+            if pair is not None:
+                pairs.append(pair)
+    return pairs, tally
+
+
+def prepare_manpages(
+    out_root: str | Path | None = None, pages_dir: str | Path | None = None
+) -> Path:
+    """Build (or reuse) the man page dataset `<out_root or cache_dir()>/man`; returns its dir.
+
+    Query: the NAME line's description ("formatted output conversion"); document: the page
+    as groff renders it at MAN_WIDTH columns, without NAME and the boilerplate sections.
+    Pages with one description (the POSIX and the Linux page of a function) are positives of
+    one query, in one split. `pages_dir`: a tree shaped like /usr/share/man to read instead
+    of the packages. Needs groff (groff-base); the ~3,250 pages take ~1.5 min on 2 cores. An
+    existing complete dataset is reused untouched, whatever `pages_dir` says.
+    """
+
+    def read() -> ReadResult:
+        if shutil.which("groff") is None:
+            raise CorpusUnavailable("groff is not installed (Debian package groff-base)")
+        files, source = _man_source_files(Path(pages_dir) if pages_dir else None)
+        log(f"man: rendering {len(files)} page files from {source['source']}")
+        pairs, tally = read_man_pairs(files)
+        meta = {"corpus": "man", "packages": list(MAN_PACKAGES), "width": MAN_WIDTH, **source}
+        return pairs, [], tally, meta
+
+    return _build("man", out_root, MAN_VERSION, read)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel documentation builder
+# ---------------------------------------------------------------------------------------------
+
+KERNEL_PACKAGE = "linux-doc-6.1"
+KERNEL_DOCS = "usr/share/doc/linux-doc-6.1/Documentation"
+KERNEL_PATTERNS = (f"{KERNEL_DOCS}/*.rst.gz",)
+# bump when the kernel dataset changes (BUILD_VERSION is for changes to every dataset)
+KERNEL_VERSION = 1
+KERNEL_MIN_WORDS = 300
+# a section title's over- / underline: one punctuation character repeated, from column 0
+# (the first titles use = * - # ~ ^ +)
+_ADORNMENT = re.compile(r"([=\-~*^+#\"'`:._])\1{2,}[ \t]*")
+# ".. anything" and "..": comments, link targets, footnotes, substitutions, directives
+_EXPLICIT_MARKUP = re.compile(r"(?P<indent>[ \t]*)\.\.(?:[ \t]+(?P<rest>.*))?")
+_DIRECTIVE = re.compile(r"(?P<name>[\w:+-]+)::")
+# directives whose block holds no text of the page: references to other files or to source
+# comments (pulled in when the docs are built), generated contents, formatting hints
+KERNEL_DROPPED_DIRECTIVES = frozenset(
+    {
+        "toctree",
+        "kernel-doc",
+        "kernel-include",
+        "kernel-abi",
+        "kernel-feat",
+        "include",
+        "literalinclude",
+        "contents",
+        "sectnum",
+        "raw",
+        "tabularcolumns",
+        "cssclass",
+        "highlight",
+        "c:namespace",
+    }
+)
+
+
+def _markup_droppable(rest: str) -> bool:
+    """Whether an explicit markup block (".. " + `rest`) goes: comments, targets, some directives.
+
+    Footnotes ("[1]") and substitution definitions ("|name|") are page text.
+    """
+    directive = _DIRECTIVE.match(rest)
+    if directive:
+        return directive.group("name") in KERNEL_DROPPED_DIRECTIVES
+    return not rest.startswith(("[", "|"))
+
+
+def _drop_markup_blocks(lines: list[str]) -> list[str]:
+    """`lines` without comments (SPDX lines too), link targets and dropped directive blocks.
+
+    A block is its marker line and every following line that is blank or indented deeper.
+    """
+    out, i = [], 0
+    while i < len(lines):
+        m = _EXPLICIT_MARKUP.fullmatch(lines[i])
+        if m is None or not _markup_droppable(m.group("rest") or ""):
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = len(m.group("indent"))
+        i += 1
+        while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > indent):
+            i += 1
+    return out
+
+
+def _title_span(lines: list[str], i: int) -> tuple[int, int] | None:
+    """(first, last) line of the section title whose text is line `i`, if it is one."""
+    text = lines[i]
+    if not text.strip() or _ADORNMENT.fullmatch(text):
+        return None
+    if i + 1 >= len(lines) or not _ADORNMENT.fullmatch(lines[i + 1]):
+        return None
+    under = lines[i + 1][0]
+    if i > 0 and _ADORNMENT.fullmatch(lines[i - 1]) and lines[i - 1][0] == under:
+        return i - 1, i + 1
+    # an underlined-only title starts at column 0; only an overlined one may be inset
+    return (i, i + 1) if not text[0].isspace() else None
+
+
+def _is_adornment(lines: list[str], i: int) -> bool:
+    """Whether line `i` is the over- or underline of some section title."""
+    spans = (_title_span(lines, j) for j in (i - 1, i + 1) if 0 <= j < len(lines))
+    return any(span and span[0] <= i <= span[1] for span in spans)
+
+
+def clean_kernel_rst(text: str) -> tuple[str | None, str]:
+    """(title, body) of one reST page; the title is None when the page has none.
+
+    The title is the text of the first section title: a line underlined, or over- and
+    underlined, by one punctuation character repeated. The body is the rest of the source
+    without comments (the SPDX line too), link targets (".. _label:"), the blocks of
+    KERNEL_DROPPED_DIRECTIVES (toctree, kernel-doc, ...) and the title adornment lines; prose,
+    code and all other markup stay as they are.
+    """
+    lines = [ln.rstrip() for ln in text.replace("\r\n", "\n").expandtabs(8).split("\n")]
+    lines = _drop_markup_blocks(lines)
+    span = next((s for i in range(len(lines)) if (s := _title_span(lines, i))), None)
+    if span is None:
+        return None, _squeeze_blank_lines(lines)
+    first, last = span
+    title = " ".join(lines[last - 1].split())
+    rest = lines[:first] + lines[last + 1 :]
+    body = [ln for i, ln in enumerate(rest) if not _is_adornment(rest, i)]
+    return title, _squeeze_blank_lines(body)
+
+
+def _kernel_pair(path: Path, doc_id: str, tally: Tally) -> Pair | None:
+    try:
+        text = decode_text(read_maybe_gzipped(path), tally)
+    except READ_ERRORS as err:
+        tally.skip("unreadable_file", f"{path}: {err}")
+        return None
+    title, body = clean_kernel_rst(text)
+    if not title:
+        tally.skip("no_title", str(path))
+        return None
+    if len(body.split()) < KERNEL_MIN_WORDS:
+        tally.skip(f"under_{KERNEL_MIN_WORDS}_words", str(path))
+        return None
+    return Pair(id=doc_id, query=title, text=body)
+
+
+def read_kernel_pairs(docs_dir: Path) -> tuple[list[Pair], Tally]:
+    """(title, cleaned page) pairs from the .rst.gz files under `docs_dir` (a Documentation/).
+
+    A page's id is its path without .rst.gz ("core-api/kref"). Pages under translations/,
+    pages under KERNEL_MIN_WORDS words, and unreadable or titleless ones are counted skips;
+    never raises on a bad file.
+    """
+    pairs, tally = [], Tally()
+    paths = sorted(
+        (p for p in docs_dir.rglob("*.rst.gz") if p.is_file() and not p.is_symlink()),
+        key=lambda p: natural_key(p.relative_to(docs_dir).as_posix()),
+    )
+    for path in tqdm(paths, desc="kernel docs", unit="page", disable=None, leave=False):
+        rel = path.relative_to(docs_dir).as_posix()
+        if rel.startswith("translations/"):
+            tally.skip("translation", rel)
+            continue
+        pair = _kernel_pair(path, rel.removesuffix(".rst.gz"), tally)
+        if pair is not None:
+            pairs.append(pair)
+    return pairs, tally
+
+
+def _kernel_docs_dir(docs_dir: Path | None) -> tuple[Path, dict]:
+    """The Documentation/ directory to read, and a description of the source.
+
+    Order: an explicit `docs_dir`; else the installed one when it holds .rst.gz files (slim
+    images drop /usr/share/doc); else the cache, fetching the package when missing.
+    """
+    if docs_dir is not None:
+        if not any(docs_dir.rglob("*.rst.gz")):
+            raise CorpusUnavailable(
+                f"--docs_dir {docs_dir} holds no .rst.gz files (expected a copy of /{KERNEL_DOCS})"
+            )
+        return docs_dir, {"source": str(docs_dir)}
+    installed = SYSTEM_ROOT / KERNEL_DOCS
+    if any(installed.rglob("*.rst.gz")):
+        return installed, {"source": str(installed)}
+    try:
+        infos = fetch_debian_packages([KERNEL_PACKAGE], KERNEL_PATTERNS)
+    except CorpusUnavailable as err:
+        raise CorpusUnavailable(
+            f"{err}\n\nThe kernel docs could not be fetched. Either install the package "
+            f"(`apt-get install {KERNEL_PACKAGE}`), or copy its /{KERNEL_DOCS} somewhere and "
+            "pass --docs_dir DIR."
+        ) from err
+    return infos[KERNEL_PACKAGE]["root"] / KERNEL_DOCS, package_meta(infos)
+
+
+def prepare_kernel_docs(
+    out_root: str | Path | None = None, docs_dir: str | Path | None = None
+) -> Path:
+    """Build (or reuse) the kernel docs dataset `<out_root or cache_dir()>/kernel`; returns it.
+
+    Query: a page's title; document: its reST source without the title and with comments,
+    link targets and file-reference directives dropped (`clean_kernel_rst`), pages of
+    KERNEL_MIN_WORDS+ words outside translations/. Pages sharing a title are positives of one
+    query, in one split. `docs_dir`: a copy of /usr/share/doc/linux-doc-6.1/Documentation to
+    read instead of the package. An existing complete dataset is reused untouched.
+    """
+
+    def read() -> ReadResult:
+        root, source = _kernel_docs_dir(Path(docs_dir) if docs_dir else None)
+        log(f"kernel: reading {root}")
+        pairs, tally = read_kernel_pairs(root)
+        return pairs, [], tally, {"corpus": "kernel", "packages": [KERNEL_PACKAGE], **source}
+
+    return _build("kernel", out_root, KERNEL_VERSION, read)
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
 
+CORPORA = ("rfc", "man", "kernel")
+
+
 @dataclass
 class PrepareArgs:
-    """Arguments of `python corpora.py`."""
+    """Arguments of `python corpora.py`; a field's metadata "corpus" names the one it is for."""
 
+    corpus: str = field(
+        default="rfc",
+        metadata={"help": f"which dataset to build: one of {CORPORA}"},
+    )
     variant: str = field(
         default="nointro",
-        metadata={"help": "nointro: body from the section after the Introduction; full: all"},
+        metadata={
+            "help": "nointro: body from the section after the Introduction; full: all",
+            "corpus": "rfc",
+        },
     )
     package_set: str = field(
         default="small",
-        metadata={"help": "small, all, or one doc-rfc package suffix such as experimental"},
+        metadata={
+            "help": "small, all, or one doc-rfc package suffix such as experimental",
+            "corpus": "rfc",
+        },
     )
     rfc_dir: str | None = field(
-        default=None, metadata={"help": "a copy of /usr/share/doc/RFC to read instead"}
+        default=None,
+        metadata={"help": "a copy of /usr/share/doc/RFC to read instead", "corpus": "rfc"},
+    )
+    pages_dir: str | None = field(
+        default=None,
+        metadata={"help": "a tree shaped like /usr/share/man to read instead", "corpus": "man"},
+    )
+    docs_dir: str | None = field(
+        default=None,
+        metadata={"help": f"a copy of /{KERNEL_DOCS} to read instead", "corpus": "kernel"},
     )
     out_root: str | None = field(
         default=None,
@@ -1136,9 +1700,24 @@ class PrepareArgs:
     )
 
     def __post_init__(self) -> None:
+        if self.corpus not in CORPORA:
+            raise ValueError(f"--corpus must be one of {CORPORA}, got {self.corpus!r}")
         if self.variant not in RFC_VARIANTS:
             raise ValueError(f"--variant must be one of {RFC_VARIANTS}, got {self.variant!r}")
         rfc_packages(self.package_set)
+        for f in dataclasses.fields(self):
+            owner = f.metadata.get("corpus")
+            if owner not in (None, self.corpus) and getattr(self, f.name) != f.default:
+                raise ValueError(f"--{f.name} is for --corpus {owner}, not {self.corpus}")
+
+
+def prepare(args: PrepareArgs) -> Path:
+    """Build (or reuse) the dataset `args` name; returns its directory."""
+    if args.corpus == "man":
+        return prepare_manpages(args.out_root, args.pages_dir)
+    if args.corpus == "kernel":
+        return prepare_kernel_docs(args.out_root, args.docs_dir)
+    return prepare_rfc(args.variant, args.package_set, args.rfc_dir, args.out_root)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -1150,7 +1729,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     except ValueError as err:
         parser.error(str(err))
     try:
-        out = prepare_rfc(args.variant, args.package_set, args.rfc_dir, args.out_root)
+        out = prepare(args)
     except CorpusUnavailable as err:
         sys.exit(f"error: {err}")
     print(out)

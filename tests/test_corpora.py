@@ -1,6 +1,6 @@
-"""corpora.py on synthetic RFC-shaped files: cleaning rules, bad inputs, splits, BEIR output.
+"""corpora.py on synthetic RFC, man page and kernel doc files: cleaning, bad inputs, splits, BEIR.
 
-No network and no real RFC text: every document here is generated below.
+No network and no real package text: every document here is generated below.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -771,3 +772,444 @@ def test_main_builds_from_the_command_line(tmp_path, rfc_dir, capsys):
     assert len(read_jsonl(out / "train.jsonl")) > 20
     with pytest.raises(SystemExit):
         corpora.main(["--variant", "abstract"])
+
+
+# ------------------------------------------------------------------------------------ man pages
+
+needs_groff = pytest.mark.skipif(shutil.which("groff") is None, reason="needs groff (groff-base)")
+
+
+@pytest.fixture(autouse=True)
+def no_installed_packages(tmp_path, monkeypatch):
+    """Never read the machine's dpkg database, /usr/share/man or /usr/share/doc."""
+    monkeypatch.setattr(corpora, "SYSTEM_ROOT", tmp_path / "no-system-root")
+
+
+def roff_page(
+    name: str, description: str, seed: int, n_words: int = 80, section: str = "3", **parts
+) -> str:
+    """A man(7) page: .TH, NAME ("name \\- description"), SYNOPSIS, DESCRIPTION of prose.
+
+    parts: `hint` (first line), `name_line` (replaces NAME's text), `before` / `after` (roff
+    placed before NAME / after DESCRIPTION).
+    """
+    name_line = parts.get("name_line", f"{name} \\- {description}")
+    lines = [
+        parts.get("hint", '.\\" a synthetic page'),
+        f'.TH {name.upper()} {section} 2024-01-01 "Quokka 1.0" "Quokka Manual"',
+        parts.get("before", ""),
+        ".SH NAME",
+        name_line,
+        ".SH SYNOPSIS",
+        ".nf",
+        f".BI int\\ {name}(int\\ burrow );",
+        ".fi",
+        ".SH DESCRIPTION",
+        *prose(seed, n_words, indent=""),
+        parts.get("after", ""),
+    ]
+    return "\n".join(ln for ln in lines if ln) + "\n"
+
+
+def write_page(man_dir: Path, file_name: str, text: str | bytes, compress: bool = True) -> Path:
+    section = re.match(r".*\.(\d)", file_name).group(1)
+    path = man_dir / f"man{section}" / (file_name + (".gz" if compress else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+POSIX_PROLOG = ".SH PROLOG\nThis manual page is part of the Quokka Programmer's Manual."
+TABLE = "'\\\" t"
+ROFF_TABLE = ".TS\nallbox;\nl l.\nflag\tmeaning\nQK_FAST\tdig quickly\n.TE"
+
+
+@pytest.fixture
+def man_dir(tmp_path) -> Path:
+    """A /usr/share/man shaped tree: 24 good pages, one description shared by a Linux and a
+    POSIX page, and one page of each kind that must be skipped."""
+    d = tmp_path / "man"
+    for k in range(1, 20):
+        write_page(d, f"quokka_{k}.3", roff_page(f"quokka_{k}", f"quokka operation {k}", k))
+    # names broken by a paragraph before the description, as in some OpenSSL pages
+    split = roff_page(
+        "quokka_0", "", 0, name_line="quokka_0,\n.PP\nquokka_0b \\- quokka operation 0"
+    )
+    write_page(d, "quokka_0.3", split)
+    # the Linux and the POSIX page of one function share a description
+    linux = roff_page("qopen", "open a quokka burrow", 100, hint=TABLE, after=ROFF_TABLE)
+    write_page(d, "qopen.3", linux)
+    posix = roff_page(
+        "qopen",
+        "",
+        101,
+        section="3POSIX",
+        hint="'\\\" et",
+        name_line="qopen\n\\(em open a quokka burrow",
+        before=POSIX_PROLOG,
+        after=".SH COPYRIGHT\nPortions of this text are reprinted from a standard.",
+    )
+    write_page(d, "qopen.3posix", posix)
+    latin = roff_page("qlatin", "latin quokka", 102, after="Written by Andr\xe9 M\xfcller.")
+    write_page(d, "qlatin.3", latin.encode("cp1252"))
+    # pod2man style: "--", and a second paragraph in NAME
+    name_line = "Quokka::Dig -- dig\n.PP\nThis pod note is no description."
+    perl_style = roff_page("Quokka::Dig", "", 103, section="3perl", name_line=name_line)
+    write_page(d, "Quokka::Dig.3perl", perl_style, compress=False)
+    # to be skipped
+    write_page(d, "qalias.3", '.\\" an alias\n.so man3/qopen.3\n')
+    write_page(d, "qnoname.3", roff_page("qnoname", "x", 104).replace(".SH NAME", ".SH TITLE"))
+    write_page(d, "qnosep.7", roff_page("qnosep", "", 105, name_line="qnosep without a dash"))
+    (d / "man3" / "qbroken.3.gz").write_bytes(b"\x1f\x8b not really gzip")
+    return d
+
+
+@needs_groff
+def test_man_pages_render_to_plain_text_without_name_and_boilerplate(man_dir):
+    files = sorted(p for p in man_dir.rglob("*") if p.is_file())
+    pairs, tally = corpora.read_man_pairs(files)
+    by_id = {p.id: p for p in pairs}
+    assert sorted(by_id) == sorted(
+        [f"quokka_{k}.3" for k in range(20)]
+        + ["qopen.3", "qopen.3posix", "qlatin.3", "Quokka::Dig.3perl"]
+    )
+    assert tally.skipped == {
+        "so_alias_stub": 1,
+        "no_name_section": 1,
+        "no_name_description": 1,
+        "unreadable_file": 1,
+    }
+    assert by_id["qopen.3"].query == by_id["qopen.3posix"].query == "open a quokka burrow"
+    assert by_id["Quokka::Dig.3perl"].query == "dig"
+    assert by_id["quokka_0.3"].query == "quokka operation 0"
+    assert "pod note" not in by_id["Quokka::Dig.3perl"].text
+
+    linux, posix = by_id["qopen.3"].text, by_id["qopen.3posix"].text
+    assert linux.startswith("SYNOPSIS\n       int qopen(int burrow);")
+    assert "NAME" not in linux and "quokka burrow" not in linux  # no string match to the query
+    assert "QOPEN(3)" not in linux and "Quokka 1.0" not in linux  # running header and footer
+    assert "|QK_FAST | dig quickly |" in linux  # a table keeps its cells, not its rules
+    assert not re.search(r"[\u2010\u2212\u2500-\u257f\x08\x1b]", linux)
+    assert "PROLOG" not in posix and "COPYRIGHT" not in posix and "reprinted" not in posix
+    assert tally.notes == {
+        "dropped_section_COPYRIGHT": 1,
+        "dropped_section_PROLOG": 1,
+        "text_decoded_as_cp1252": 1,
+    }
+    assert "Written by André Müller." in by_id["qlatin.3"].text
+
+
+@needs_groff
+def test_render_man_gives_ascii_dashes_and_keeps_non_ascii_letters():
+    page = roff_page("qdash", "dashes", 1, after="Use \\-\\-quokka-mode or -q, says G\u00fcnther.")
+    text = corpora.render_man(page)
+    assert "Use --quokka-mode or -q, says Günther." in text
+
+
+def test_groff_failures_are_counted_skips(man_dir, monkeypatch):
+    def hang(source):
+        raise subprocess.TimeoutExpired("groff", corpora.GROFF_TIMEOUT_S)
+
+    monkeypatch.setattr(corpora, "render_man", hang)
+    pairs, tally = corpora.read_man_pairs(sorted(man_dir.glob("man3/quokka_*")))
+    assert pairs == [] and tally.skipped == {"groff_timeout": 20}
+    assert len(tally.examples["groff_timeout"]) == 5  # examples stay few across workers
+
+
+def test_so_stubs_are_recognised_past_comments():
+    assert corpora.is_so_stub('.\\" alias\n\n.so man3/qopen.3\n')
+    assert corpora.is_so_stub("'\\\" t\n.so man3/qopen.3")
+    assert not corpora.is_so_stub(".so man3/qopen.3\n.SH NAME\nx \\- y\n")
+    assert not corpora.is_so_stub(roff_page("qopen", "open", 1))
+
+
+@needs_groff
+def test_man_dataset_keeps_a_shared_description_in_one_split(tmp_path, man_dir):
+    out = corpora.prepare_manpages(out_root=tmp_path / "out", pages_dir=man_dir)
+    assert out == tmp_path / "out" / "man"
+    split_of = {row["id"]: "train" for row in read_jsonl(out / "train.jsonl")}
+    for split in ("dev", "test"):
+        docs, qs, qrels = check_beir(out / split)
+        split_of.update(dict.fromkeys(docs, split))
+        shared = [q for q, ids in qrels.items() if {"qopen.3", "qopen.3posix"} & ids]
+        assert all(qrels[q] == {"qopen.3", "qopen.3posix"} for q in shared)
+    assert split_of["qopen.3"] == split_of["qopen.3posix"]
+    assert len(split_of) == 24 and len(set(split_of.values())) == 3
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["corpus"] == "man" and stats["corpus_version"] == corpora.MAN_VERSION
+    assert stats["source"] == str(man_dir) and stats["skipped_total"] == 4
+    assert stats["all"]["pairs"] == 24 and stats["all"]["queries"] == 23
+    assert 80 < stats["all"]["doc_words_median"] < 120  # 80 words of prose + the synopsis
+
+
+def write_dpkg_list(root: Path, package: str, paths: list[str]) -> None:
+    info = root / "var/lib/dpkg/info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / f"{package}.list").write_text("\n".join(["/.", "/usr/share/man", *paths]) + "\n")
+
+
+@needs_groff
+def test_installed_man_packages_are_used_before_the_cache(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    monkeypatch.setattr(corpora, "SYSTEM_ROOT", root)
+    man = root / "usr/share/man"
+    for k, package in enumerate(corpora.MAN_PACKAGES):
+        page = write_page(man, f"qpkg{k}.3", roff_page(f"qpkg{k}", f"package page {k}", k))
+        alias = man / "man3" / f"qalias{k}.3.gz"
+        alias.symlink_to(page.name)
+        paths = [f"/{page.relative_to(root)}", f"/{alias.relative_to(root)}"]
+        write_dpkg_list(root, package, paths)
+    write_page(man, "qother.3", roff_page("qother", "another package's page", 9))
+
+    out = corpora.prepare_manpages(out_root=tmp_path / "out")
+    assert json.loads((out / "stats.json").read_text())["source"] == "installed packages"
+    ids = [row["id"] for row in read_jsonl(out / "train.jsonl")]
+    ids += [row["_id"] for s in ("dev", "test") for row in read_jsonl(out / s / "corpus.jsonl")]
+    assert sorted(ids) == [f"qpkg{k}.3" for k in range(4)]  # not the aliases, nor qother.3
+
+
+def test_man_pages_missing_and_unfetchable_say_how_to_get_them(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    monkeypatch.setattr(corpora, "SYSTEM_ROOT", root)
+    # installed, but dpkg left the pages out (path-exclude): still needs a fetch
+    write_dpkg_list(root, "manpages-dev", ["/usr/share/man/man3/qgone.3.gz"])
+    with pytest.raises(CorpusUnavailable) as err:
+        corpora.prepare_manpages(out_root=tmp_path / "out")
+    message = str(err.value)
+    assert "network disabled in tests" in message
+    assert "apt-get install manpages-dev perl-doc libssl-doc manpages-posix-dev" in message
+    assert "--pages_dir" in message
+    with pytest.raises(CorpusUnavailable, match="holds no man\\*/ page files"):
+        corpora.prepare_manpages(out_root=tmp_path / "out", pages_dir=tmp_path)
+
+
+def test_man_pages_need_groff(tmp_path, man_dir, monkeypatch):
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: None)
+    with pytest.raises(CorpusUnavailable, match="groff is not installed"):
+        corpora.prepare_manpages(out_root=tmp_path / "out", pages_dir=man_dir)
+
+
+def test_tally_merge_adds_counts_and_keeps_five_examples():
+    total, part = corpora.Tally(), corpora.Tally()
+    for k in range(4):
+        total.skip("bad", f"a{k}")
+        part.skip("bad", f"b{k}")
+    part.note("seen")
+    total.merge(part)
+    assert total.skipped == {"bad": 8} and total.notes == {"seen": 1}
+    assert total.examples["bad"] == ["a0", "a1", "a2", "a3", "b0"]
+
+
+# ---------------------------------------------------------------------------------- kernel docs
+
+
+def rst_page(title: str, seed: int, n_words: int = 320, overline: bool = False, extra="") -> str:
+    """A kernel-doc shaped reST page: SPDX line, label, title, prose, a code block."""
+    rule = "=" * len(title)
+    head = [rule, title, rule] if overline else [title, rule]
+    lines = [
+        ".. SPDX-License-Identifier: GPL-2.0",
+        "",
+        f".. _quokka_{seed}:",
+        "",
+        *head,
+        "",
+        *prose(seed, n_words, indent=""),
+        "",
+        "Example::",
+        "",
+        "\tquokka_dig(burrow);",
+        "",
+        extra,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_rst(docs: Path, rel: str, text: str | bytes) -> None:
+    path = docs / f"{rel}.rst.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(text.encode() if isinstance(text, str) else text))
+
+
+@pytest.fixture
+def kernel_dir(tmp_path) -> Path:
+    """A Documentation/ shaped tree: 24 good pages (two sharing a title) and some to skip."""
+    docs = tmp_path / "Documentation"
+    for k in range(20):
+        write_rst(docs, f"quokka/page{k}", rst_page(f"Quokka subsystem {k}", k))
+    write_rst(docs, "index", rst_page("Quokka documentation", 20, overline=True))
+    write_rst(docs, "a/intro", rst_page("Introduction", 21))
+    write_rst(docs, "b/intro", rst_page("Introduction", 22, overline=True))
+    write_rst(docs, "latin", rst_page("Caf\xe9 quokkas", 23).encode("cp1252"))
+    # to be skipped
+    write_rst(docs, "translations/it_IT/index", rst_page("Documentazione", 24))
+    write_rst(docs, "short", rst_page("Short page", 25, n_words=40))
+    write_rst(docs, "untitled", "\n".join(prose(26, 400, indent="")))
+    (docs / "broken.rst.gz").write_bytes(b"not gzip")
+    return docs
+
+
+KREF_LIKE = """\
+.. SPDX-License-Identifier: GPL-2.0
+
+.. _kref:
+
+.. Internal note that
+   spans two lines.
+
+=======================
+  Quokka reference API
+=======================
+
+:Author: A. Quokka
+
+.. toctree::
+   :maxdepth: 1
+
+   dig
+   burrow
+
+Intro text [#f1]_ here.
+
+.. kernel-doc:: include/linux/quokka.h
+   :internal:
+
+Usage
+-----
+
+.. code-block:: c
+
+        quokka_get(q);
+
+.. note::
+
+   Keep the burrow clean.
+
+.. [#f1] A footnote.
+"""
+
+
+def test_clean_kernel_rst_drops_markup_but_keeps_prose_and_code():
+    title, body = corpora.clean_kernel_rst(KREF_LIKE)
+    assert title == "Quokka reference API"
+    assert nonblank(body) == [
+        ":Author: A. Quokka",
+        "Intro text [#f1]_ here.",
+        "Usage",
+        ".. code-block:: c",
+        "        quokka_get(q);",
+        ".. note::",
+        "   Keep the burrow clean.",
+        ".. [#f1] A footnote.",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, title, body",
+    [
+        ("Plain title\n###########\n\nText.\n", "Plain title", ["Text."]),
+        ("\n****\nStars\n****\n\nText.\n", "Stars", ["Text."]),
+        (
+            "A ``quokka`` title\n~~~~~~~~~~~~~~~~~~\n\nFirst\n-----\n",
+            "A ``quokka`` title",
+            ["First"],
+        ),
+        (
+            "A paragraph\nof two lines.\n\n  code\n  ----\n",
+            None,
+            ["A paragraph", "of two lines.", "  code", "  ----"],
+        ),
+        (
+            "   Inset without overline\n   ========\n",
+            None,
+            ["   Inset without overline", "   ========"],
+        ),
+    ],
+)
+def test_the_first_rst_title_is_the_query(text, title, body):
+    got_title, got_body = corpora.clean_kernel_rst(text)
+    assert got_title == title and nonblank(got_body) == body
+
+
+def test_kernel_pages_skips_and_notes(kernel_dir):
+    pairs, tally = corpora.read_kernel_pairs(kernel_dir)
+    assert len(pairs) == 24
+    assert tally.skipped == {
+        "translation": 1,
+        "under_300_words": 1,
+        "no_title": 1,
+        "unreadable_file": 1,
+    }
+    assert tally.notes == {"text_decoded_as_cp1252": 1}
+    by_id = {p.id: p for p in pairs}
+    assert by_id["latin"].query == "Café quokkas"
+    page = by_id["index"].text
+    assert "SPDX" not in page and "_quokka_20" not in page and "=====" not in page
+    assert "quokka_dig(burrow);" in page
+    assert "Quokka documentation" not in page  # the query is not a string match
+
+
+def test_kernel_dataset_keeps_a_shared_title_in_one_split(tmp_path, kernel_dir):
+    out = corpora.prepare_kernel_docs(out_root=tmp_path / "out", docs_dir=kernel_dir)
+    assert out == tmp_path / "out" / "kernel"
+    split_of = {row["id"]: "train" for row in read_jsonl(out / "train.jsonl")}
+    for split in ("dev", "test"):
+        docs, qs, qrels = check_beir(out / split)
+        split_of.update(dict.fromkeys(docs, split))
+    assert split_of["a/intro"] == split_of["b/intro"]
+    assert len(split_of) == 24 and len(set(split_of.values())) == 3
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["all"]["pairs"] == 24 and stats["all"]["queries"] == 23
+    assert stats["skipped_total"] == 4 and stats["corpus_version"] == corpora.KERNEL_VERSION
+
+
+def test_kernel_dataset_is_reused_until_its_version_changes(tmp_path, kernel_dir, monkeypatch):
+    out = corpora.prepare_kernel_docs(out_root=tmp_path, docs_dir=kernel_dir)
+    (out / "leftover").write_text("x")
+    assert corpora.prepare_kernel_docs(out_root=tmp_path, docs_dir=kernel_dir) == out
+    assert (out / "leftover").exists()
+    monkeypatch.setattr(corpora, "KERNEL_VERSION", corpora.KERNEL_VERSION + 1)
+    assert corpora.prepare_kernel_docs(out_root=tmp_path, docs_dir=kernel_dir) == out
+    assert not (out / "leftover").exists()
+    assert json.loads((out / "stats.json").read_text())["corpus_version"] == corpora.KERNEL_VERSION
+
+
+def test_installed_kernel_docs_are_used_before_the_cache(tmp_path, kernel_dir, monkeypatch):
+    root = tmp_path / "root"
+    shutil.copytree(kernel_dir, root / corpora.KERNEL_DOCS)
+    monkeypatch.setattr(corpora, "SYSTEM_ROOT", root)
+    out = corpora.prepare_kernel_docs(out_root=tmp_path / "out")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["source"] == str(root / corpora.KERNEL_DOCS) and stats["all"]["pairs"] == 24
+
+
+def test_kernel_docs_missing_and_unfetchable_say_how_to_get_them(tmp_path):
+    with pytest.raises(CorpusUnavailable) as err:
+        corpora.prepare_kernel_docs(out_root=tmp_path / "out")
+    message = str(err.value)
+    assert "network disabled in tests" in message
+    assert "apt-get install linux-doc-6.1" in message and "--docs_dir" in message
+    with pytest.raises(CorpusUnavailable, match="holds no .rst.gz files"):
+        corpora.prepare_kernel_docs(out_root=tmp_path / "out", docs_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------- command line
+
+
+def test_main_builds_each_corpus_and_refuses_options_of_another(tmp_path, kernel_dir, capsys):
+    out = corpora.main(
+        ["--corpus", "kernel", "--docs_dir", str(kernel_dir), "--out_root", str(tmp_path)]
+    )
+    assert out == tmp_path / "kernel"
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    for argv in (
+        ["--corpus", "pdf"],
+        ["--corpus", "man", "--variant", "full"],
+        ["--corpus", "kernel", "--pages_dir", str(tmp_path)],
+        ["--docs_dir", str(kernel_dir)],
+    ):
+        with pytest.raises(SystemExit):
+            corpora.main(argv)
+    assert "--variant is for --corpus rfc, not man" in capsys.readouterr().err
