@@ -3,19 +3,29 @@
 The loss couples every query with every document of the batch, so the batch
 cannot simply be split. GradCache splits the *encoder* work instead:
 
-1. embed the whole batch without gradients, in chunks of `mini_batch_size`,
-   remembering the random state each chunk started from;
+1. embed the whole batch without gradients, in chunks, remembering the
+   random state each chunk started from;
 2. compute InfoNCE over the full batch on those detached representations and
    keep d loss / d representation;
 3. re-forward each chunk with gradients, replaying its random state so the
    dropout masks match step 1, and back-propagate the cached gradient.
 
-Only one chunk's activations are alive at a time, so memory is set by
-`mini_batch_size`, not by the batch; the price is one extra forward pass.
+Only one chunk's activations are alive at a time, so memory is set by the
+chunk (`mini_batch_size` texts, at most `mini_batch_tokens` padded tokens),
+not by the batch; the price is one extra forward pass. Three things cut that
+price without changing the update:
+
+- each side's texts are sorted by length before they are cut into chunks, so
+  a chunk pads to a length close to its members' (`group_by_length`);
+- a side (queries or documents) that fits in one chunk skips the extra pass:
+  it is forwarded once, with its graph, as in the plain step;
+- a token budget lets short texts share a chunk that long ones could not.
+
 With dropout off the update equals origin_train.py's (tests/test_parity.py).
 
     python efficient_train.py                           # default model and RFC data
     python efficient_train.py --per_device_train_batch_size 64 --mini_batch_size 4
+    python efficient_train.py --mini_batch_size 64 --mini_batch_tokens 8192
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from data import Batch
+from distributed import gather_reps
 from model import Encoder, info_nce_loss
 from trainer import (
     BATCH_HELP,
@@ -44,8 +55,32 @@ class EfficientTrainingArguments(TrainingArguments):
     mini_batch_size: int = field(
         default=4,
         metadata={
-            "help": "Texts per encoder forward (the GradCache chunk); sets peak memory. "
+            "help": "Most texts per encoder forward (the GradCache chunk); sets peak memory. "
             "Need not divide the batch."
+        },
+    )
+    mini_batch_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "Most padded tokens per chunk (texts x longest member), on top of "
+            "--mini_batch_size: memory then follows the budget, not the texts' lengths, and "
+            "short texts share a chunk (raise --mini_batch_size to let them). A text longer "
+            "than the budget is a chunk alone. 0: no token limit."
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Sort texts by length before cutting chunks, so each pads less. "
+            "The batch, its negatives and its gradients are unchanged."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep only each layer's input inside a chunk and recompute the rest in "
+            "backward: about a third more compute, for when one chunk's activations do not "
+            "fit even at --mini_batch_size 1 (long texts, big models)."
         },
     )
 
@@ -53,6 +88,13 @@ class EfficientTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.mini_batch_size < 1:
             raise ArgumentError(f"--mini_batch_size must be at least 1, got {self.mini_batch_size}")
+        if self.mini_batch_tokens < 0:
+            raise ArgumentError(f"--mini_batch_tokens must be >= 0, got {self.mini_batch_tokens}")
+
+
+# TODO(bf16): no bf16 autocast. On the 2-core AVX2 CPU we develop on (no AVX512-BF16 or AMX)
+# it made a MiniLM forward+backward of 4 x 256 tokens 7x slower (20.1 s vs 2.8 s) and a
+# no-grad forward 3x slower (4.0 s vs 1.4 s); it is unmeasured on GPUs, where it should help.
 
 
 class RandomState:
@@ -74,53 +116,127 @@ class RandomState:
             yield
 
 
-def chunked(seqs: list[list[int]], size: int) -> list[list[list[int]]]:
-    return [seqs[i : i + size] for i in range(0, len(seqs), size)]
+@dataclass
+class Chunks:
+    """One side of a batch (its queries or its documents) cut into encoder forwards.
+
+    order: the batch index of each text, in the order the chunks hold them;
+    pieces: the chunks, each a list of token id lists.
+    """
+
+    order: list[int]
+    pieces: list[list[list[int]]]
+
+    @property
+    def cached(self) -> bool:
+        """Several chunks need GradCache; one is cheaper forwarded once, with its graph."""
+        return len(self.pieces) > 1
+
+    def padded_tokens(self) -> int:
+        """Tokens one pass over the chunks feeds the encoder, padding included."""
+        return sum(len(piece) * max(map(len, piece)) for piece in self.pieces)
 
 
-@torch.no_grad()
-def embed_without_grad(
-    encoder: Encoder, chunks: list[list[list[int]]]
-) -> tuple[torch.Tensor, list[RandomState]]:
-    """Step 1: [n, hidden] representations of all chunks, and each chunk's random state."""
-    device = next(encoder.parameters()).device
-    reps, states = [], []
-    for chunk in chunks:
-        states.append(RandomState(device))
-        reps.append(encoder(**pad_to(chunk, encoder)))
-    return torch.cat(reps), states
+def chunk_sizes(lengths: list[int], max_texts: int, max_tokens: int = 0) -> list[int]:
+    """Greedy cut of texts with `lengths`, in order, into chunks of at most `max_texts` texts
+    and (when `max_tokens` > 0) at most `max_tokens` padded tokens; returns each chunk's size.
+    A text over the token budget on its own still gets a chunk."""
+    sizes, count, longest = [], 0, 0
+    for length in lengths:
+        grown = max(longest, length)
+        full = count == max_texts or (max_tokens and (count + 1) * grown > max_tokens)
+        if count and full:
+            sizes.append(count)
+            count, grown = 0, length
+        count, longest = count + 1, grown
+    return sizes + [count] if count else sizes
+
+
+def plan_chunks(seqs: list[list[int]], args: EfficientTrainingArguments) -> Chunks:
+    """Cut one side of the batch into chunks, longest texts first when grouping by length."""
+    order = list(range(len(seqs)))
+    if args.group_by_length:
+        # longest first: the first chunk is the biggest, so running out of memory shows at once
+        order.sort(key=lambda i: len(seqs[i]), reverse=True)
+    sizes = chunk_sizes([len(seqs[i]) for i in order], args.mini_batch_size, args.mini_batch_tokens)
+    if len(sizes) == 1:
+        # one chunk pads the same in any order; batch order keeps its dropout masks the plain step's
+        order = list(range(len(seqs)))
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append([seqs[i] for i in order[start : start + size]])
+        start += size
+    return Chunks(order, pieces)
+
+
+def unpermute(reps: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """Rows in chunk order -> rows in batch order (row k of `reps` is text order[k])."""
+    out = torch.empty_like(reps)
+    out[torch.tensor(order, device=reps.device)] = reps
+    return out
+
+
+def first_pass(encoder: Encoder, chunks: Chunks) -> tuple[torch.Tensor, list[RandomState]]:
+    """Step 1: [n, hidden] representations in batch order, and each chunk's random state.
+
+    A cached side is embedded without a graph and its states are kept for the
+    replay; a one-chunk side is forwarded with its graph (no states needed).
+    """
+    if not chunks.cached:
+        return encoder(**pad_to(chunks.pieces[0], encoder)), []
+    with torch.no_grad():
+        device = next(encoder.parameters()).device
+        reps, states = [], []
+        for piece in chunks.pieces:
+            states.append(RandomState(device))
+            reps.append(encoder(**pad_to(piece, encoder)))
+    return unpermute(torch.cat(reps), chunks.order), states
 
 
 def representation_grads(
     q_reps: torch.Tensor,
     d_reps: torch.Tensor,
-    false_negatives: torch.Tensor,
+    batch: Batch,
     temperature: float,
     loss_scale: float,
-) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Step 2: the full-batch loss and its gradient w.r.t. each (detached) representation."""
-    q_reps = q_reps.detach().requires_grad_()
-    d_reps = d_reps.detach().requires_grad_()
+) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
+    """Step 2: back-propagate the full-batch loss; returns it and d loss / d reps of cached sides.
+
+    Representations with a graph (a side forwarded in one chunk) pass the
+    gradient straight on into the encoder, and their entry is None; detached
+    ones (cached sides) stop it, and their [n, hidden] gradient is returned.
+    Under torchrun the loss covers the global batch (distributed.gather_reps).
+    """
+    q_leaf = q_reps if q_reps.requires_grad else q_reps.detach().requires_grad_()
+    d_leaf = d_reps if d_reps.requires_grad else d_reps.detach().requires_grad_()
     with torch.enable_grad():
-        loss = info_nce_loss(q_reps, d_reps, false_negatives.to(q_reps.device), temperature)
-        q_grads, d_grads = torch.autograd.grad(loss * loss_scale, [q_reps, d_reps])
+        all_q, all_d = gather_reps(q_leaf, d_leaf, batch)  # only our rows take gradients
+        false_negatives = batch.false_negatives.to(all_q.device)
+        loss = info_nce_loss(all_q, all_d, false_negatives, temperature)
+        (loss * loss_scale).backward()
+    q_grads = None if q_reps.requires_grad else q_leaf.grad
+    d_grads = None if d_reps.requires_grad else d_leaf.grad
     return loss.item(), q_grads, d_grads
 
 
 def backward_chunks(
     encoder: Encoder,
-    chunks: list[list[list[int]]],
+    chunks: Chunks,
     states: list[RandomState],
     grads: torch.Tensor,
     replay: bool = True,
 ) -> None:
-    """Step 3: re-forward each chunk with gradients and push its cached gradient in."""
+    """Step 3: re-forward each chunk with gradients and push its cached gradient in.
+
+    grads: [n, hidden] in batch order.
+    """
+    grads = grads[torch.tensor(chunks.order, device=grads.device)]  # chunk order
     offset = 0
-    for chunk, state in zip(chunks, states, strict=True):
-        reps = reforward(encoder, chunk, state if replay else None)  # [len(chunk), hidden]
+    for piece, state in zip(chunks.pieces, states, strict=True):
+        reps = reforward(encoder, piece, state if replay else None)  # [len(piece), hidden]
         # <reps, cached grad> has exactly the cached gradient w.r.t. reps
-        reps.backward(grads[offset : offset + len(chunk)])
-        offset += len(chunk)
+        reps.backward(grads[offset : offset + len(piece)])
+        offset += len(piece)
 
 
 def reforward(encoder: Encoder, chunk: list[list[int]], state: RandomState | None) -> torch.Tensor:
@@ -131,6 +247,22 @@ def reforward(encoder: Encoder, chunk: list[list[int]], state: RandomState | Non
         return encoder(**pad_to(chunk, encoder))
 
 
+def enable_checkpointing(encoder: Encoder) -> None:
+    """Turn on the backbone's per-layer activation checkpointing (once; later calls return).
+
+    Dropout stays exact: torch's checkpoint saves the random state at each
+    layer and restores it for the recompute, inside a replay or not.
+    """
+    backbone = encoder.backbone
+    if any(getattr(module, "gradient_checkpointing", False) for module in backbone.modules()):
+        return
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable()  # non-reentrant by default
+    else:
+        # the name before transformers deprecated it
+        backbone.gradient_checkpointing_enable({"use_reentrant": False})
+
+
 def grad_cache_step(
     encoder: Encoder,
     batch: Batch,
@@ -138,28 +270,39 @@ def grad_cache_step(
     loss_scale: float,
     replay: bool = True,
 ) -> float:
-    """One contrastive batch in chunks of `args.mini_batch_size`; returns the loss."""
-    q_chunks = chunked(batch.queries, args.mini_batch_size)
-    d_chunks = chunked(batch.docs, args.mini_batch_size)
+    """One contrastive batch in chunks (see the module docstring); returns the loss."""
+    if args.gradient_checkpointing:
+        # the shared loop in trainer.py builds the model, so the step applies its own option
+        enable_checkpointing(encoder)
+    q_chunks = plan_chunks(batch.queries, args)
+    d_chunks = plan_chunks(batch.docs, args)
 
-    # 1. the whole batch, embedded without keeping any graph
-    q_reps, q_states = embed_without_grad(encoder, q_chunks)
-    d_reps, d_states = embed_without_grad(encoder, d_chunks)
+    # 1. the whole batch embedded: without a graph for sides in several chunks
+    q_reps, q_states = first_pass(encoder, q_chunks)
+    d_reps, d_states = first_pass(encoder, d_chunks)
 
-    # 2. loss over every query-document pair, gradient w.r.t. representations
+    # 2. loss over every query-document pair; gradients stop at cached representations
     loss, q_grads, d_grads = representation_grads(
-        q_reps, d_reps, batch.false_negatives, args.temperature, loss_scale
+        q_reps, d_reps, batch, args.temperature, loss_scale
     )
 
-    # 3. chunk by chunk, the encoder's share of those gradients
-    backward_chunks(encoder, q_chunks, q_states, q_grads, replay)
-    backward_chunks(encoder, d_chunks, d_states, d_grads, replay)
+    # 3. chunk by chunk, the encoder's share of the cached gradients
+    if q_chunks.cached:
+        backward_chunks(encoder, q_chunks, q_states, q_grads, replay)
+    if d_chunks.cached:
+        backward_chunks(encoder, d_chunks, d_states, d_grads, replay)
     return loss
+
+
+def chunking_banner(args: EfficientTrainingArguments) -> str:
+    budget = f", at most {args.mini_batch_tokens} tokens" if args.mini_batch_tokens else ""
+    grouped = ", grouped by length" if args.group_by_length else ""
+    return f" | mini batch {args.mini_batch_size}{budget}{grouped}"
 
 
 def main(argv: list[str] | None = None):
     args = parse_args(EfficientTrainingArguments, argv, default_output="output/efficient_train")
-    return train(args, grad_cache_step, extra_banner=f" | mini batch {args.mini_batch_size}")
+    return train(args, grad_cache_step, extra_banner=chunking_banner(args))
 
 
 if __name__ == "__main__":

@@ -64,10 +64,11 @@ INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class FormatError(ValueError):
-    """A qrels or run file line that cannot be read; names file, line and field."""
+    """A qrels or run file that cannot be read; names file, line (None: the whole file), field."""
 
-    def __init__(self, path: str | os.PathLike, line: int, message: str) -> None:
-        super().__init__(f"{os.fspath(path)}, line {line}: {message}")
+    def __init__(self, path: str | os.PathLike, line: int | None, message: str) -> None:
+        where = os.fspath(path) if line is None else f"{os.fspath(path)}, line {line}"
+        super().__init__(f"{where}: {message}")
         self.path = os.fspath(path)
         self.line = line
 
@@ -77,9 +78,12 @@ class FormatError(ValueError):
 
 def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text) for non-blank, non-comment lines."""
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            text = text.rstrip("\r\n")
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise FormatError(path, number, f"not valid UTF-8 ({err.reason})") from None
             # trec_eval skips '#' comment lines in both file types
             if text.strip() and not text.lstrip().startswith("#"):
                 yield number, text
@@ -90,9 +94,10 @@ def _field_error(path, line: int, index: int, names: Sequence[str], problem: str
 
 
 def _parse_grade(path, line: int, text: str, index: int, names: Sequence[str]) -> int:
-    # a strict pattern: int() would also take "1_0" and non-ASCII digits
-    if not INTEGER.fullmatch(text):
-        raise _field_error(path, line, index, names, f"expected an integer, got {text!r}")
+    # a strict pattern: int() would also take "1_0" and non-ASCII digits; a grade needs few digits
+    if not INTEGER.fullmatch(text) or len(text) > 18:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise _field_error(path, line, index, names, f"expected an integer, got {shown!r}")
     return int(text)
 
 
@@ -100,8 +105,9 @@ def _split(path, line: int, text: str, names: Sequence[str], sep: str | None) ->
     fields = [f.strip() for f in text.split(sep)] if sep else text.split()
     if len(fields) != len(names):
         layout = " ".join(names)
+        shown = text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
         raise FormatError(
-            path, line, f"expected {len(names)} fields ({layout}), got {len(fields)}: {text!r}"
+            path, line, f"expected {len(names)} fields ({layout}), got {len(fields)}: {shown!r}"
         )
     return fields
 
@@ -120,7 +126,7 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
     rows = _lines(path)
     first = next(rows, None)
     if first is None:
-        raise ValueError(f"{os.fspath(path)}: no judgements in file")
+        raise FormatError(path, None, "no judgements in file")
     beir = tuple(f.strip() for f in first[1].split("\t")) == BEIR_HEADER
     names, sep, docid_at, grade_at = BEIR_LAYOUT if beir else TREC_LAYOUT
     if not beir:
@@ -164,7 +170,8 @@ def read_run(path: str | os.PathLike) -> Run:
     Scores are parsed to float64 (never float32). The rank, Q0 and tag
     columns are ignored: order comes from ``rank()`` on the scores.
     Raises FormatError naming file and line for a wrong field count, a
-    non-numeric or NaN score (field 5), or a doc id repeated within a query.
+    non-numeric or NaN score (field 5), or a doc id repeated within a query,
+    and naming the file when it holds no result at all.
     """
     run: Run = {}
     first_seen: dict[tuple[str, str], int] = {}
@@ -177,6 +184,8 @@ def read_run(path: str | os.PathLike) -> Run:
             raise _field_error(path, line, 2, TREC_RUN_FIELDS, problem)
         first_seen[qid, docid] = line
         run.setdefault(qid, {})[docid] = score
+    if not run:
+        raise FormatError(path, None, "no results in file")
     return run
 
 

@@ -6,20 +6,28 @@ baseline it must beat on memory.
 
     python origin_train.py                              # default model and RFC data
     python origin_train.py --per_device_train_batch_size 4 --max_length 2048
+    torchrun --nproc_per_node 2 origin_train.py --per_device_train_batch_size 4  # batch of 8
 """
 
 from __future__ import annotations
 
 from data import Batch
+from distributed import gather_reps
 from model import Encoder, info_nce_loss
 from trainer import TrainingArguments, main_guard, pad_to, parse_args, train
 
 
 def plain_step(encoder: Encoder, batch: Batch, args: TrainingArguments, loss_scale: float) -> float:
-    """Forward queries and documents with gradients, back-propagate the loss."""
+    """Forward queries and documents with gradients, back-propagate the loss.
+
+    Under torchrun the negatives are gathered too (distributed.gather_reps), so
+    the loss is the global batch's and both trainers make the same update.
+    """
     q_reps = encoder(**pad_to(batch.queries, encoder))  # [n, hidden]
     d_reps = encoder(**pad_to(batch.docs, encoder))  # [n + negatives, hidden]
-    loss = info_nce_loss(q_reps, d_reps, batch.false_negatives.to(q_reps.device), args.temperature)
+    all_q, all_d = gather_reps(q_reps, d_reps, batch)  # only our rows take gradients
+    false_negatives = batch.false_negatives.to(all_q.device)
+    loss = info_nce_loss(all_q, all_d, false_negatives, args.temperature)
     (loss * loss_scale).backward()
     return loss.item()
 

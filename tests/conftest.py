@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -40,6 +41,15 @@ def tiny_encoder(dropout: float = 0.0, pooling: str = "mean", seed: int = 0) -> 
     return Encoder(tiny_backbone(dropout=dropout, seed=seed), pooling=pooling)
 
 
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: with the 2 CPU cores shared, tiny models run ~10x faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return AutoTokenizer.from_pretrained(default_model_path())
@@ -51,4 +61,31 @@ def tiny_model_dir(tmp_path, tokenizer) -> Path:
     path = tmp_path / "tiny-bert"
     tiny_backbone(positions=64).save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+TOPICS = [
+    (
+        "how to sort a list",
+        "Sorting puts the items of a list in ascending order by comparing keys.",
+    ),
+    (
+        "open a network socket",
+        "A socket is an endpoint for sending and receiving data on a network.",
+    ),
+    ("parse a date string", "Date parsing turns text such as 2024-01-31 into a calendar value."),
+    ("compress files", "Compression shrinks files by encoding repeated patterns once."),
+    ("hash a password", "Password hashing stores a slow one-way digest instead of the secret."),
+    ("read a csv file", "Comma separated values hold one record per line, fields split by commas."),
+    ("send an email", "Mail is handed to a server that relays the message to its recipient."),
+    ("schedule a task", "A scheduler runs jobs at set times, such as every night at two."),
+]
+
+
+@pytest.fixture
+def train_file(tmp_path) -> Path:
+    """The TOPICS as training pairs with ids p0..p7, documents tripled."""
+    path = tmp_path / "train.jsonl"
+    rows = [{"query": q, "positive": d * 3, "id": f"p{i}"} for i, (q, d) in enumerate(TOPICS)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path

@@ -8,6 +8,8 @@ import sys
 import pytest
 
 import efficient_train
+import trainer
+from data import DataError
 from efficient_train import EfficientTrainingArguments
 from trainer import ArgumentError, TrainingArguments, parse_args
 
@@ -121,3 +123,29 @@ def test_report_to_tensorboard_without_it_fails_before_any_work(tmp_path, monkey
     with pytest.raises(ArgumentError, match="report_to must be one of"):
         efficient_train.main(["--output_dir", str(tmp_path), "--report_to", "wandb"])
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max_length", "40000"], "past the 32768 tokens"),
+        (["--learning_rate", "0"], "learning_rate must be positive"),
+        (["--max_grad_norm", "-1"], "max_grad_norm must be >= 0"),
+        (["--save_total_limit", "2"], "save_total_limit needs --save_steps"),
+        (["--model_name_or_path", "no/such/dir"], "not a local directory"),
+    ],
+)
+def test_inconsistent_arguments_fail_before_any_work(argv, message, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ArgumentError, match=message):
+        efficient_train.main(["--output_dir", str(out), *argv])
+    assert not out.exists()
+
+
+def test_bad_data_fails_before_the_model_loads(tmp_path, monkeypatch):
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"query": "q", "positive": "d"}\n{"query": "q"}\n')
+    monkeypatch.setattr(trainer, "load_encoder", lambda *a: pytest.fail("the model loaded"))
+    with pytest.raises(DataError, match=r"train\.jsonl:2: missing field 'positive'"):
+        efficient_train.main(["--output_dir", str(tmp_path / "out"), "--train_file", str(bad)])
+    assert not (tmp_path / "out").exists()

@@ -12,31 +12,7 @@ import efficient_train
 import eval as eval_script
 import origin_train
 from model import load_encoder
-
-TOPICS = [
-    (
-        "how to sort a list",
-        "Sorting puts the items of a list in ascending order by comparing keys.",
-    ),
-    (
-        "open a network socket",
-        "A socket is an endpoint for sending and receiving data on a network.",
-    ),
-    ("parse a date string", "Date parsing turns text such as 2024-01-31 into a calendar value."),
-    ("compress files", "Compression shrinks files by encoding repeated patterns once."),
-    ("hash a password", "Password hashing stores a slow one-way digest instead of the secret."),
-    ("read a csv file", "Comma separated values hold one record per line, fields split by commas."),
-    ("send an email", "Mail is handed to a server that relays the message to its recipient."),
-    ("schedule a task", "A scheduler runs jobs at set times, such as every night at two."),
-]
-
-
-@pytest.fixture
-def train_file(tmp_path):
-    path = tmp_path / "train.jsonl"
-    rows = [{"query": q, "positive": d * 3, "id": f"p{i}"} for i, (q, d) in enumerate(TOPICS)]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
+from tests.conftest import TOPICS
 
 
 def train_args(model_dir, train_file, output_dir, *extra):
