@@ -19,9 +19,9 @@ and the table says so. Results go to results/benchmark.{md,json} and a plot
 of memory against batch size, results/benchmark_memory.png (if matplotlib is
 installed).
 
-    python benchmark.py                 # the full table: hours on 2 CPU cores
-    python benchmark.py --quick         # short texts and batches: minutes, a smoke test
-    python benchmark.py --long          # one efficient step at 8192 tokens, batch 32
+    python benchmark.py             # the full table: an estimated 4-5 hours on 2 CPU cores
+    python benchmark.py --quick     # short texts, batches 8-64: a smoke test of minutes
+    python benchmark.py --long      # one efficient step at 8192 tokens, batch 32: ~20-40 min
 """
 
 from __future__ import annotations
@@ -605,7 +605,8 @@ def plot_memory(path: Path, report: dict) -> bool:
 
 def main(argv: list[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(BenchmarkArguments, allow_abbrev=False)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="longcl-benchmark-") as work:
