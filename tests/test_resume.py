@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,21 +26,23 @@ SCRIPTS = {
     "origin": (origin_train, "plain_step"),
     "efficient": (efficient_train, "grad_cache_step"),
 }
-# the script under test, with every step slowed so the test can kill it between checkpoints
-SLOW_RUN = """
-import sys, time
+# the script under test, SIGKILLing itself as the first step after `kill_at` exists is
+# about to run: a real kill mid-run, at a point that does not depend on timing
+KILLED_RUN = """
+import os, signal, sys
 sys.path.insert(0, {repo!r})
 import {module} as script
 
 step = script.{step}
 
 
-def slow_step(*args):
-    time.sleep(0.2)
+def killing_step(*args):
+    if os.path.exists({kill_at!r}):
+        os.kill(os.getpid(), signal.SIGKILL)
     return step(*args)
 
 
-script.{step} = slow_step
+script.{step} = killing_step
 script.main(sys.argv[1:])
 """
 
@@ -61,9 +62,11 @@ def run_argv(script, model_dir, train_file, output_dir, *extra):
     return argv + (["--mini_batch_size", "3"] if script == "efficient" else [])
 
 
-def start_slow_run(script: str, argv: list[str]) -> subprocess.Popen:
+def start_killed_run(script: str, argv: list[str], kill_at: Path) -> subprocess.Popen:
     module, step = SCRIPTS[script]
-    code = SLOW_RUN.format(repo=str(REPO), module=module.__name__, step=step)
+    code = KILLED_RUN.format(
+        repo=str(REPO), module=module.__name__, step=step, kill_at=str(kill_at)
+    )
     return subprocess.Popen(
         [sys.executable, "-c", code, *argv],
         stdout=subprocess.DEVNULL,
@@ -72,19 +75,14 @@ def start_slow_run(script: str, argv: list[str]) -> subprocess.Popen:
     )
 
 
-def kill_after(process: subprocess.Popen, checkpoint: Path, timeout: float = 240) -> None:
-    """SIGKILL `process` as soon as `checkpoint` exists: no handler, no cleanup runs."""
-    deadline = time.monotonic() + timeout
-    while not checkpoint.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before {checkpoint.name}: {process.stderr.read().decode()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no {checkpoint.name} after {timeout} s")
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
+def wait_killed(process: subprocess.Popen, timeout: float = 240) -> None:
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the run was not killed within {timeout} s")
+    if process.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended with {process.returncode}, not SIGKILL: {stderr.decode()}")
 
 
 def log_steps(output_dir: Path) -> list[dict]:
@@ -96,13 +94,11 @@ def test_killed_run_resumes_to_the_same_weights(dropout_model_dir, train_file, t
     killed = {}
     for script in SCRIPTS:
         out = tmp_path / f"{script}-killed"
-        killed[script] = (
-            out,
-            start_slow_run(script, run_argv(script, dropout_model_dir, train_file, out)),
-        )
+        argv = run_argv(script, dropout_model_dir, train_file, out)
+        killed[script] = (out, start_killed_run(script, argv, out / "checkpoint-2"))
     for out, process in killed.values():
-        kill_after(process, out / "checkpoint-2")
-        assert process.returncode == -signal.SIGKILL
+        wait_killed(process)
+        assert (out / "checkpoint-2").is_dir()
         assert not (out / "model.safetensors").exists()  # it really stopped mid-way
 
     for script, (out, _) in killed.items():
