@@ -55,13 +55,16 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(default_model_path())
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path, tokenizer) -> Path:
-    """A saved tiny BERT with the real MiniLM tokenizer, loadable like any checkpoint."""
-    path = tmp_path / "tiny-bert"
-    tiny_backbone(positions=64).save_pretrained(path)
+def save_tiny_model(path: Path, tokenizer, dropout: float = 0.0) -> Path:
+    """A tiny BERT (64 positions) saved with the real MiniLM tokenizer, like any checkpoint."""
+    tiny_backbone(dropout=dropout, positions=64).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tokenizer) -> Path:
+    return save_tiny_model(tmp_path / "tiny-bert", tokenizer)
 
 
 TOPICS = [

@@ -20,7 +20,7 @@ import eval as eval_script
 import origin_train
 from data import Tokenize, pad
 from model import load_encoder, saved_pooling
-from tests.conftest import tiny_backbone
+from tests.conftest import save_tiny_model
 from tests.test_scripts import TOPICS, train_args, write_beir
 
 VARIANTS = {"mean": [], "cls": ["--pooling", "cls", "--normalize", "false"]}
@@ -32,9 +32,7 @@ TEXTS = ["how to sort a list", "a long document " * 60, "ab"]
 def trained(tmp_path_factory, tokenizer):
     """{variant: output directory} of the two training runs, shared by this module's tests."""
     root = tmp_path_factory.mktemp("ecosystem")
-    base = root / "tiny-bert"
-    tiny_backbone(positions=64).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = save_tiny_model(root / "tiny-bert", tokenizer)
     train_file = root / "train.csv"  # a CSV with its own column names, as users bring
     lines = ["question,answer"] + [f'"{q}","{d * 3}"' for q, d in TOPICS]
     train_file.write_text("\n".join(lines) + "\n")

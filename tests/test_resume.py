@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import checkpoints
 import efficient_train
 import origin_train
-from tests.conftest import tiny_backbone
+from tests.conftest import save_tiny_model
 from tests.test_scripts import train_args
 from trainer import ArgumentError
 
@@ -49,10 +49,7 @@ script.main(sys.argv[1:])
 
 @pytest.fixture
 def dropout_model_dir(tmp_path, tokenizer) -> Path:
-    path = tmp_path / "tiny-bert-dropout"
-    tiny_backbone(dropout=0.1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path / "tiny-bert-dropout", tokenizer, dropout=0.1)
 
 
 def run_argv(script, model_dir, train_file, output_dir, *extra):
