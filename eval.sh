@@ -1,45 +1,123 @@
 #!/usr/bin/env bash
-# Evaluate five models on the held-out RFC test set and write results/results.md:
-# the base model at 512 tokens, its copy and interpolate extensions (untrained),
-# and the two trained checkpoints, which are trained first if they are missing.
+# Three long-document datasets x five models, plus BM25 and chunked max-sim for reference,
+# into results/results.md (see report.py). Models: the base model at its 512 positions, its
+# copy and interpolate extensions (untrained), and origin_train / efficient_train fine-tuned
+# on the three train splits together (trained first when missing).
 #
-#   bash eval.sh                 # default data, extended models at 1024 tokens
-#   LENGTH=2048 bash eval.sh     # the untrained extensions at another length
+#   bash eval.sh                                # everything: all RFC packages, 8192 tokens
+#   bash eval.sh --length 1024 --rfc small      # the README's table
+#   bash eval.sh --length 512 --rfc small --max_queries 40 --max_docs 150 --out results/quick
 #
-# A cell whose results/<dataset>/<model>.json exists is skipped, so a stopped
-# run resumes where it was; delete the file to redo a cell.
+# Options: --length N        document tokens of the long models (default 8192)
+#          --rfc all|small   RFC packages: all eight, or three (default all)
+#          --max_queries N   the first N test queries of each dataset (default: all)
+#          --max_docs N      their relevant documents plus others up to N (default: all)
+#          --datasets LIST   some of "rfc man kernel" (default: all three)
+#          --no_full_body    skip the second table (RFCs with their introduction)
+#          --out DIR         results directory (default results)
+#
+# A cell whose DIR/<dataset>/<model>.json exists is skipped, so a stopped run resumes where
+# it was; delete the file to redo a cell. DIR remembers its options and refuses others.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-length=${LENGTH:-1024}
-dataset_dir=$(python data.py | tail -n 1)
-dataset=$(basename "$dataset_dir")
-out=results/$dataset
-mkdir -p "$out" results/runs
-
-for trainer in origin_train efficient_train; do
-    if [[ ! -f output/$trainer/model.safetensors ]]; then
-        echo "== training output/$trainer"
-        python "$trainer.py" --output_dir "output/$trainer"
-    fi
+length=8192 rfc=all max_queries=0 max_docs=0 datasets="rfc man kernel" full_body=1 out=results
+while (($#)); do
+    case $1 in
+        --no_full_body) full_body=0; shift; continue ;;
+        --length | --rfc | --max_queries | --max_docs | --datasets | --out)
+            value=${2:?eval.sh: $1 needs a value} ;;
+        *) echo "eval.sh: unknown option $1 (see the top of eval.sh)" >&2; exit 2 ;;
+    esac
+    case $1 in
+        --length) length=$value ;;
+        --rfc) rfc=$value ;;
+        --max_queries) max_queries=$value ;;
+        --max_docs) max_docs=$value ;;
+        --datasets) datasets=$value ;;
+        --out) out=$value ;;
+    esac
+    shift 2
 done
 
-evaluate() {  # evaluate NAME [eval.py arguments...]
-    local name=$1
-    shift
-    if [[ -f $out/$name.json ]]; then
-        echo "== $dataset / $name: done, skipped"
+settings="length=$length rfc=$rfc max_queries=$max_queries max_docs=$max_docs"
+mkdir -p "$out/runs"
+if [[ -f $out/settings.txt && $(cat "$out/settings.txt") != "$settings" ]]; then
+    echo "eval.sh: $out holds results made with: $(cat "$out/settings.txt")" >&2
+    echo "         not with: $settings; pass another --out or delete $out" >&2
+    exit 2
+fi
+echo "$settings" > "$out/settings.txt"
+
+# data: each builder prints its directory last
+declare -A dirs
+for name in $datasets; do
+    case $name in
+        rfc) dirs[rfc]=$(python data.py --package_set "$rfc" | tail -n 1) ;;
+        man | kernel) dirs[$name]=$(python data.py --corpus "$name" | tail -n 1) ;;
+        *) echo "eval.sh: unknown dataset $name (rfc, man, kernel)" >&2; exit 2 ;;
+    esac
+done
+if ((full_body)); then
+    full_dir=$(python data.py --variant full --package_set "$rfc" | tail -n 1)
+fi
+
+# one model per trainer, trained on every train split, kept under a key of its data and length
+train_files=()
+for name in $datasets; do train_files+=("${dirs[$name]}/train.jsonl"); done
+key=$(cat "${train_files[@]}" | sha1sum | cut -c1-10)
+models=output/eval-$key-$length
+mkdir -p "$models"
+if [[ ! -f $models/train.jsonl ]]; then
+    cat "${train_files[@]}" > "$models/.train.jsonl.tmp"
+    mv "$models/.train.jsonl.tmp" "$models/train.jsonl"
+fi
+for trainer in origin_train efficient_train; do
+    dir=$models/$trainer
+    [[ -f $dir/model.safetensors ]] && continue
+    resume=()
+    if compgen -G "$dir/checkpoint-*" > /dev/null; then
+        resume=(--resume_from_checkpoint last)
+    elif [[ -d $dir ]]; then
+        resume=(--overwrite_output_dir)  # a run stopped before its first checkpoint
+    fi
+    echo "== training $dir on $models/train.jsonl at $length tokens"
+    python "$trainer.py" --train_file "$models/train.jsonl" --max_length "$length" \
+        --output_dir "$dir" "${resume[@]}"
+done
+
+cells=7
+total=$((cells * ($(wc -w <<< "$datasets") + full_body)))
+done_cells=0
+evaluate() {  # evaluate RESULTS_DIR DATASET_DIR NAME [eval.py arguments...]
+    local results=$1 data_dir=$2 name=$3
+    shift 3
+    local dataset
+    dataset=$(basename "$data_dir")
+    done_cells=$((done_cells + 1))
+    if [[ -f $results/$dataset/$name.json ]]; then
+        echo "== [$done_cells/$total] $dataset / $name: done, skipped"
         return
     fi
-    echo "== $dataset / $name"
-    python eval.py --data_dir "$dataset_dir/test" "$@" \
-        --run_file "results/runs/$dataset-$name.trec" --output_file "$out/$name.json"
+    echo "== [$done_cells/$total] $dataset / $name"
+    local start=$SECONDS
+    python eval.py --data_dir "$data_dir/test" --max_queries "$max_queries" \
+        --max_docs "$max_docs" --run_file "$out/runs/$dataset-$name.trec" \
+        --output_file "$results/$dataset/$name.json" "$@" > /dev/null
+    echo "   $((SECONDS - start)) s"
 }
 
-evaluate base-512
-evaluate "copy-$length" --max_length "$length" --extend_method copy
-evaluate "interpolate-$length" --max_length "$length" --extend_method interpolate
-evaluate origin_train --model_name_or_path output/origin_train
-evaluate efficient_train --model_name_or_path output/efficient_train
+all_models() {  # all_models RESULTS_DIR DATASET_DIR
+    evaluate "$1" "$2" bm25 --retriever bm25
+    evaluate "$1" "$2" base-512
+    evaluate "$1" "$2" "maxsim-$length" --retriever maxsim --max_length "$length"
+    evaluate "$1" "$2" "copy-$length" --max_length "$length" --extend_method copy
+    evaluate "$1" "$2" "interpolate-$length" --max_length "$length" --extend_method interpolate
+    evaluate "$1" "$2" origin_train --model_name_or_path "$models/origin_train"
+    evaluate "$1" "$2" efficient_train --model_name_or_path "$models/efficient_train"
+}
 
-python report.py results
+for name in $datasets; do all_models "$out" "${dirs[$name]}"; done
+if ((full_body)); then all_models "$out/full-body" "$full_dir"; fi
+
+python report.py "$out"

@@ -353,3 +353,19 @@ def evaluate(
     }
     missing = sorted(qid for qid in qrels if not run.get(qid))
     return {**means, "num_queries": len(values), "missing_queries": missing}
+
+
+def mean_by_group(
+    values: Mapping[str, Mapping[str, float]], groups: Mapping[str, str], metric: str
+) -> dict[str, dict[str, float | int]]:
+    """Mean of one per-query metric within each group: ``{group: {metric: mean, "queries": n}}``.
+
+    ``values`` is what ``per_query`` returns; ``groups`` maps a query id to its
+    group (a query without one is left out). Groups come in order of first appearance.
+    """
+    members: dict[str, list[float]] = {}
+    for qid, group in groups.items():
+        members.setdefault(group, []).append(values[qid][metric])
+    return {
+        group: {metric: math.fsum(v) / len(v), "queries": len(v)} for group, v in members.items()
+    }
