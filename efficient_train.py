@@ -43,7 +43,6 @@ from trainer import (
     ArgumentError,
     TrainingArguments,
     main_guard,
-    pad_to,
     parse_args,
     train,
 )
@@ -196,13 +195,13 @@ def first_pass(encoder: Encoder, chunks: Chunks) -> tuple[torch.Tensor, list[Ran
     replay; a one-chunk side is forwarded with its graph (no states needed).
     """
     if not chunks.cached:
-        return encoder(**pad_to(chunks.pieces[0], encoder)), []
+        return encoder.embed(chunks.pieces[0]), []
     with torch.no_grad():
         device = next(encoder.parameters()).device
         reps, states = [], []
         for piece in chunks.pieces:
             states.append(RandomState(device))
-            reps.append(encoder(**pad_to(piece, encoder)))
+            reps.append(encoder.embed(piece))
     return unpermute(torch.cat(reps), chunks.order), states
 
 
@@ -255,9 +254,9 @@ def backward_chunks(
 def reforward(encoder: Encoder, chunk: list[list[int]], state: RandomState | None) -> torch.Tensor:
     """Forward one chunk with gradients, under `state`'s dropout masks when given."""
     if state is None:
-        return encoder(**pad_to(chunk, encoder))
+        return encoder.embed(chunk)
     with state.replay():
-        return encoder(**pad_to(chunk, encoder))
+        return encoder.embed(chunk)
 
 
 def enable_checkpointing(encoder: Encoder) -> None:

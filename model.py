@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+import data
+
 POOLING = ("mean", "cls")
 LEGACY_POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 EXTEND_METHODS = ("copy", "interpolate")
@@ -152,6 +154,11 @@ class Encoder(nn.Module):
         if self.normalize:
             reps = F.normalize(reps, dim=-1)
         return reps
+
+    def embed(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Pad token id lists, move them to the encoder's device, encode: [len(seqs), hidden]."""
+        device = next(self.parameters()).device
+        return self(**data.pad(seqs, self.backbone.config.pad_token_id or 0, device))
 
     def save_pretrained(self, output_dir: str | os.PathLike, tokenizer: PreTrainedTokenizerBase):
         """Write model, tokenizer and pooling config so the directory loads anywhere.

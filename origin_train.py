@@ -14,7 +14,7 @@ from __future__ import annotations
 from data import Batch
 from distributed import gather_reps
 from model import Encoder, info_nce_loss
-from trainer import TrainingArguments, main_guard, pad_to, parse_args, train
+from trainer import TrainingArguments, main_guard, parse_args, train
 
 
 def plain_step(encoder: Encoder, batch: Batch, args: TrainingArguments, loss_scale: float) -> float:
@@ -23,8 +23,8 @@ def plain_step(encoder: Encoder, batch: Batch, args: TrainingArguments, loss_sca
     Under torchrun the negatives are gathered too (distributed.gather_reps), so
     the loss is the global batch's and both trainers make the same update.
     """
-    q_reps = encoder(**pad_to(batch.queries, encoder))  # [n, hidden]
-    d_reps = encoder(**pad_to(batch.docs, encoder))  # [n + negatives, hidden]
+    q_reps = encoder.embed(batch.queries)  # [n, hidden]
+    d_reps = encoder.embed(batch.docs)  # [n + negatives, hidden]
     all_q, all_d = gather_reps(q_reps, d_reps, batch)  # only our rows take gradients
     false_negatives = batch.false_negatives.to(all_q.device)
     loss = info_nce_loss(all_q, all_d, false_negatives, args.temperature)

@@ -35,8 +35,6 @@ def encode(encoder: Encoder, ids: list[list[int]], max_tokens: int, desc: str) -
     Texts are encoded longest first so each batch pads to similar lengths;
     a batch holds as many texts as fit in `max_tokens` padded tokens.
     """
-    device = next(encoder.parameters()).device
-    pad_id = encoder.backbone.config.pad_token_id or 0
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     reps = torch.empty(len(ids), encoder.backbone.config.hidden_size)
     progress = tqdm(total=len(ids), desc=desc, unit="text", dynamic_ncols=True)
@@ -44,7 +42,7 @@ def encode(encoder: Encoder, ids: list[list[int]], max_tokens: int, desc: str) -
     while start < len(order):
         size = max(1, max_tokens // len(ids[order[start]]))
         chunk = order[start : start + size]
-        reps[chunk] = encoder(**data.pad([ids[i] for i in chunk], pad_id, device)).float().cpu()
+        reps[chunk] = encoder.embed([ids[i] for i in chunk]).float().cpu()
         progress.update(len(chunk))
         start += size
     progress.close()

@@ -689,12 +689,6 @@ class LogWindow:
         }
 
 
-def pad_to(seqs: list[list[int]], encoder: Encoder) -> dict[str, torch.Tensor]:
-    """Pad token ids for `encoder` and move them to its device."""
-    device = next(encoder.parameters()).device
-    return data.pad(seqs, encoder.backbone.config.pad_token_id or 0, device)
-
-
 def main_guard(fn: Callable[[], object]) -> None:
     """Turn data, argument, checkpoint and divergence errors into one-line messages."""
     try:
