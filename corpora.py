@@ -635,16 +635,14 @@ def _rfc_id(value: str) -> str | None:
 def _read_text(base: Path, tally: Tally) -> str | None:
     """Body of rfcN.txt.gz (or rfcN.txt); None, with a counted skip, when unreadable."""
     gz, plain = base.with_suffix(".txt.gz"), base.with_suffix(".txt")
+    path = gz if gz.is_file() else plain
+    if not path.is_file():
+        tally.skip("no_text_file", str(base) + ".txt[.gz]")
+        return None
     try:
-        if gz.is_file():
-            data = gzip.decompress(gz.read_bytes())
-        elif plain.is_file():
-            data = plain.read_bytes()
-        else:
-            tally.skip("no_text_file", str(base) + ".txt[.gz]")
-            return None
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        tally.skip("unreadable_text", f"{gz}: {err}")
+        data = read_maybe_gzipped(path)
+    except READ_ERRORS as err:
+        tally.skip("unreadable_text", f"{path}: {err}")
         return None
     return decode_text(data, tally)
 

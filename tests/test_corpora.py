@@ -452,6 +452,10 @@ def test_each_bad_file_is_a_counted_skip_naming_the_file(tmp_path):
     (d / "rfc7.txt.gz").write_bytes(b"not gzip at all")
     (d / "rfc8.json").write_bytes(b'{"title": "caf\xe9"}')
     write_rfc(d, 9, "   too short to be a document\n")
+    write_rfc(d, 10, nroff_rfc(10))
+    intact = gzip.compress(nroff_rfc(10).encode())
+    # a valid gzip header over a damaged deflate stream: zlib.error, not OSError
+    (d / "rfc10.txt.gz").write_bytes(intact[:10] + b"\xff" * 8 + intact[18:])
     pairs, _, tally = corpora.read_rfc_pairs([d], "nointro")
 
     assert [p.id for p in pairs] == ["rfc1"]
@@ -460,12 +464,12 @@ def test_each_bad_file_is_a_counted_skip_naming_the_file(tmp_path):
         "no_abstract_or_title": 1,
         "body_under_100_words": 2,
         "no_text_file": 1,
-        "unreadable_text": 1,
+        "unreadable_text": 2,
     }
     examples = json.dumps(tally.examples)
     for name in ("rfc2.json", "rfc3.json", "rfc4.json", "rfc5.json", "rfc6.txt", "rfc7.txt.gz"):
         assert name in examples, name
-    assert "rfc8.json" in examples and "rfc9.json" in examples
+    assert "rfc8.json" in examples and "rfc9.json" in examples and "rfc10.txt.gz" in examples
 
 
 def test_missing_fields_fall_back_and_are_counted(tmp_path):
