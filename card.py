@@ -72,6 +72,10 @@ def _summary(args, encoder: Encoder, pairs: int, steps: int, final_loss: float) 
     batch = f"{args.per_device_train_batch_size} per device"
     if mini_batch:
         batch += f", mini batch {mini_batch}"
+        if args.mini_batch_tokens:
+            batch += f" of at most {args.mini_batch_tokens} tokens"
+        if args.group_by_length:
+            batch += " (grouped by length)"
     effective = args.per_device_train_batch_size * args.gradient_accumulation_steps
     batch += f", gradient accumulation {args.gradient_accumulation_steps}: effective {effective}"
     normalized = ", L2-normalised" if encoder.normalize else ", not normalised (dot product)"

@@ -34,8 +34,12 @@ def test_trainer_writes_model_args_and_log(script, tiny_model_dir, train_file, t
     out = tmp_path / script
     if script == "origin":
         origin_train.main(train_args(tiny_model_dir, train_file, out))
+        batch = "**Batch**: 4 per device, gradient accumulation 1"
     else:
-        efficient_train.main(train_args(tiny_model_dir, train_file, out, "--mini_batch_size", "3"))
+        chunking = ["--mini_batch_size", "3", "--mini_batch_tokens", "200"]
+        efficient_train.main(train_args(tiny_model_dir, train_file, out, *chunking))
+        batch = "per device, mini batch 3 of at most 200 tokens (grouped by length), gradient"
+    assert batch in (out / "README.md").read_text()
 
     model = AutoModel.from_pretrained(out)
     assert model.config.max_position_embeddings == 128  # extended from 64
