@@ -38,10 +38,15 @@ Table = dict[str, dict[str, dict]]
 
 
 def collect(results_dir: Path) -> Table:
-    """{dataset: {model: result}} from results_dir/<dataset>/<model>.json."""
+    """{dataset: {model: result}} from results_dir/<dataset>/<model>.json.
+
+    A subdirectory with a results.json of its own is another report's root
+    (results/default-run), not a dataset, and is left to that report.
+    """
     table: Table = {}
     for path in sorted(results_dir.glob("*/*.json")):
-        table.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
+        if not (path.parent / "results.json").is_file():
+            table.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
     return table
 
 

@@ -44,6 +44,8 @@ def test_datasets_costs_length_buckets_second_table_and_plot(tmp_path):
         **common, **{"ndcg@20_by_length": buckets, "ndcg@20": 0.4},
     )  # fmt: skip
     write(tmp_path / "full-body", "rfc-full", "base-512", **{"ndcg@20": 0.9})
+    write(tmp_path / "default-run", "rfc", "base-512", **{"ndcg@20": 0.5})
+    report.main([str(tmp_path / "default-run")])  # a report of its own inside this one
 
     text = report.main([str(tmp_path)])
 
