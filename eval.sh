@@ -62,7 +62,9 @@ if ((full_body)); then
     full_dir=$(python data.py --variant full --package_set "$rfc" | tail -n 1)
 fi
 
-# one model per trainer, trained on every train split, kept under a key of its data and length
+# one model per trainer, trained on every train split, kept under a key of its data and length.
+# TODO(batches): the shuffled batches mix corpora, whose cross-corpus negatives are easy;
+# batches drawn from one corpus at a time would need the trainers to know each pair's source.
 train_files=()
 for name in $datasets; do train_files+=("${dirs[$name]}/train.jsonl"); done
 key=$(cat "${train_files[@]}" | sha1sum | cut -c1-10)

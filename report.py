@@ -161,12 +161,15 @@ def plot(table: Table, path: Path) -> bool:
         for i, model in enumerate(models):
             values = [100 * cells[model][BUCKET_KEY].get(b, {}).get("ndcg@20", 0) for b in buckets]
             ax.bar([x + i * width for x in range(len(buckets))], values, width, label=model)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(buckets))], buckets)
+        counts = [cells[models[0]][BUCKET_KEY][b]["queries"] for b in buckets]
+        labels = [f"{b}\n({n} q)" for b, n in zip(buckets, counts, strict=True)]
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(buckets))], labels)
         ax.set_title(dataset)
         ax.set_xlabel("relevant document length (tokens)")
         ax.set_ylabel("nDCG@20 (%)")
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize="small")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
