@@ -41,12 +41,12 @@ while (($#)); do
 done
 
 settings="length=$length rfc=$rfc max_queries=$max_queries max_docs=$max_docs"
-mkdir -p "$out/runs"
 if [[ -f $out/settings.txt && $(cat "$out/settings.txt") != "$settings" ]]; then
     echo "eval.sh: $out holds results made with: $(cat "$out/settings.txt")" >&2
     echo "         not with: $settings; pass another --out or delete $out" >&2
     exit 2
 fi
+mkdir -p "$out/runs"
 echo "$settings" > "$out/settings.txt"
 
 # data: each builder prints its directory last
