@@ -96,6 +96,11 @@ def dense_or_maxsim(
     )
     native = native_length(encoder.backbone)
     max_length = args.max_length or native
+    if args.retriever == "maxsim" and max_length % native:
+        raise data.DataError(
+            f"--retriever maxsim reads whole {native}-token windows: --max_length {max_length} "
+            f"is not a multiple of {native}"
+        )
     encoder.eval().to("cuda" if torch.cuda.is_available() else "cpu")
     query_ids, _ = data.Tokenize(tokenizer, args.query_max_length)(query_texts)
     q_reps = retrieval.encode(encoder, query_ids, args.max_batch_tokens, "queries")
@@ -180,6 +185,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.run) != bool(args.qrels):
         parser.error("--run and --qrels go together")
+    for name in ("max_length", "max_queries", "max_docs"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0")
+    if args.top_k < 1 or args.query_max_length < 1 or args.max_batch_tokens < 1:
+        parser.error("--top_k, --query_max_length and --max_batch_tokens must be >= 1")
     return args
 
 

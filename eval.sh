@@ -10,7 +10,7 @@
 #
 # Options: --length N        document tokens of the long models (default 8192)
 #          --rfc all|small   RFC packages: all eight, or three (default all)
-#          --max_queries N   the first N test queries of each dataset (default: all)
+#          --max_queries N   a fixed sample of N test queries per dataset (default: all)
 #          --max_docs N      their relevant documents plus others up to N (default: all)
 #          --datasets LIST   some of "rfc man kernel" (default: all three)
 #          --no_full_body    skip the second table (RFCs with their introduction)
@@ -40,6 +40,19 @@ while (($#)); do
     shift 2
 done
 
+fail() { echo "eval.sh: $*" >&2; exit 2; }
+[[ $length =~ ^[1-9][0-9]*$ ]] || fail "--length must be a positive integer, not '$length'"
+for n in "$max_queries" "$max_docs"; do
+    [[ $n =~ ^[0-9]+$ ]] || fail "--max_queries and --max_docs take an integer >= 0, not '$n'"
+done
+[[ $rfc == all || $rfc == small ]] || fail "--rfc is all or small, not '$rfc'"
+read -r -a dataset_list <<< "$datasets"
+((${#dataset_list[@]})) || fail "--datasets names none of rfc, man, kernel"
+for name in "${dataset_list[@]}"; do
+    [[ $name == rfc || $name == man || $name == kernel ]] || fail "unknown dataset '$name'"
+done
+[[ $(printf '%s\n' "${dataset_list[@]}" | sort | uniq -d) == "" ]] || fail "--datasets repeats a name"
+
 settings="length=$length rfc=$rfc max_queries=$max_queries max_docs=$max_docs"
 if [[ -f $out/settings.txt && $(cat "$out/settings.txt") != "$settings" ]]; then
     echo "eval.sh: $out holds results made with: $(cat "$out/settings.txt")" >&2
@@ -51,11 +64,10 @@ echo "$settings" > "$out/settings.txt"
 
 # data: each builder prints its directory last
 declare -A dirs
-for name in $datasets; do
+for name in "${dataset_list[@]}"; do
     case $name in
         rfc) dirs[rfc]=$(python data.py --package_set "$rfc" | tail -n 1) ;;
-        man | kernel) dirs[$name]=$(python data.py --corpus "$name" | tail -n 1) ;;
-        *) echo "eval.sh: unknown dataset $name (rfc, man, kernel)" >&2; exit 2 ;;
+        *) dirs[$name]=$(python data.py --corpus "$name" | tail -n 1) ;;
     esac
 done
 if ((full_body)); then
@@ -66,7 +78,7 @@ fi
 # TODO(batches): the shuffled batches mix corpora, whose cross-corpus negatives are easy;
 # batches drawn from one corpus at a time would need the trainers to know each pair's source.
 train_files=()
-for name in $datasets; do train_files+=("${dirs[$name]}/train.jsonl"); done
+for name in "${dataset_list[@]}"; do train_files+=("${dirs[$name]}/train.jsonl"); done
 key=$(cat "${train_files[@]}" | sha1sum | cut -c1-10)
 models=output/eval-$key-$length
 mkdir -p "$models"
@@ -89,7 +101,7 @@ for trainer in origin_train efficient_train; do
 done
 
 cells=7
-total=$((cells * ($(wc -w <<< "$datasets") + full_body)))
+total=$((cells * (${#dataset_list[@]} + full_body)))
 done_cells=0
 evaluate() {  # evaluate RESULTS_DIR DATASET_DIR NAME [eval.py arguments...]
     local results=$1 data_dir=$2 name=$3
@@ -119,7 +131,7 @@ all_models() {  # all_models RESULTS_DIR DATASET_DIR
     evaluate "$1" "$2" efficient_train --model_name_or_path "$models/efficient_train"
 }
 
-for name in $datasets; do all_models "$out" "${dirs[$name]}"; done
+for name in "${dataset_list[@]}"; do all_models "$out" "${dirs[$name]}"; done
 if ((full_body)); then all_models "$out/full-body" "$full_dir"; fi
 
 python report.py "$out"

@@ -111,7 +111,7 @@ def bucket_tables(table: Table) -> list[str]:
     """Per dataset: models as rows, length buckets as columns, nDCG@20 in percent."""
     sections = []
     for dataset, cells in table.items():
-        models = [m for m in models_of(table) if BUCKET_KEY in cells.get(m, {})]
+        models = [m for m in models_of(table) if cells.get(m, {}).get(BUCKET_KEY)]
         if not models:
             continue
         buckets = _buckets(cells[models[0]])
@@ -149,13 +149,13 @@ def plot(table: Table, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    datasets = [d for d, cells in table.items() if any(BUCKET_KEY in r for r in cells.values())]
+    datasets = [d for d, cells in table.items() if any(r.get(BUCKET_KEY) for r in cells.values())]
     if not datasets:
         return False
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         cells = table[dataset]
-        models = [m for m in models_of(table) if BUCKET_KEY in cells.get(m, {})]
+        models = [m for m in models_of(table) if cells.get(m, {}).get(BUCKET_KEY)]
         buckets = _buckets(cells[models[0]])
         width = 0.8 / len(models)
         for i, model in enumerate(models):

@@ -105,9 +105,11 @@ def bm25_scores(doc_texts: list[str], query_texts: list[str]) -> torch.Tensor:
 
     retriever = bm25s.BM25()
     corpus = bm25s.tokenize(doc_texts, stopwords="en", show_progress=False)
+    scores = torch.zeros(len(query_texts), len(doc_texts), dtype=torch.float64)
+    if not any(corpus.ids):
+        return scores  # no document has a word to index (bm25s fails on it)
     retriever.index(corpus, show_progress=False)
     queries = bm25s.tokenize(query_texts, stopwords="en", return_ids=False, show_progress=False)
-    scores = torch.zeros(len(query_texts), len(doc_texts), dtype=torch.float64)
     for row, tokens in enumerate(queries):
         if tokens:
             scores[row] = torch.from_numpy(retriever.get_scores(tokens))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -19,6 +21,23 @@ def test_unknown_option_and_missing_value_are_errors():
     assert bad.returncode == 2 and "unknown option --lenght" in bad.stderr
     missing = run_eval_sh("--length")
     assert missing.returncode != 0 and "--length needs a value" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--length", "abc"], "--length must be a positive integer"),
+        (["--max_docs", "-3"], "take an integer >= 0"),
+        (["--rfc", "most"], "--rfc is all or small"),
+        (["--datasets", " "], "names none of"),
+        (["--datasets", "rfc rfc"], "repeats a name"),
+        (["--datasets", "rfc pydoc"], "unknown dataset 'pydoc'"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_is_written(args, message, tmp_path):
+    refused = run_eval_sh(*args, "--out", str(tmp_path / "results"))
+    assert refused.returncode == 2 and message in refused.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_a_results_dir_refuses_other_flags(tmp_path):

@@ -44,6 +44,7 @@ def test_datasets_costs_length_buckets_second_table_and_plot(tmp_path):
         **common, **{"ndcg@20_by_length": buckets, "ndcg@20": 0.4},
     )  # fmt: skip
     write(tmp_path / "full-body", "rfc-full", "base-512", **{"ndcg@20": 0.9})
+    write(tmp_path, "judged-zero", "bm25", **{"ndcg@20_by_length": {}})  # no relevant document
     write(tmp_path / "default-run", "rfc", "base-512", **{"ndcg@20": 0.5})
     report.main([str(tmp_path / "default-run")])  # a report of its own inside this one
 
@@ -59,6 +60,8 @@ def test_datasets_costs_length_buckets_second_table_and_plot(tmp_path):
     full = text.split("## full-body")[1]
     assert "| rfc-full | 90.00 |" in full.split("### ndcg@20")[1]
     assert "rfc-full" not in text.split("## full-body")[0]
-    assert set(json.loads((tmp_path / "results.json").read_text())) == {"kernel", "rfc-full"}
+    assert "judged-zero: ndcg@20 by length" not in text  # no empty table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved) == {"judged-zero", "kernel", "rfc-full"}
     png = tmp_path / "ndcg_by_length.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

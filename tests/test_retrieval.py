@@ -142,3 +142,17 @@ def test_eval_reports_buckets_stats_and_index_size(retriever, tiny_model_dir, tm
     assert result["vectors_per_document"] == (1.0 if retriever == "maxsim" else 0.0)
     if retriever == "bm25":
         assert result["mrr@20"] > 0.5  # the queries share words with their documents
+
+
+def test_bm25_on_a_corpus_without_words_scores_zero():
+    assert retrieval.bm25_scores(["!!!", "the of and"], ["cat"]).tolist() == [[0.0, 0.0]]
+
+
+def test_eval_refuses_lengths_maxsim_cannot_honour_and_bad_numbers(tiny_model_dir, tmp_path):
+    beir = write_beir(tmp_path / "beir")
+    common = ["--model_name_or_path", str(tiny_model_dir), "--data_dir", str(beir)]
+    with pytest.raises(data.DataError, match="not a multiple of 64"):
+        eval_script.main([*common, "--retriever", "maxsim", "--max_length", "100"])
+    for flag, value in [("--top_k", "0"), ("--max_queries", "-2"), ("--max_docs", "-1")]:
+        with pytest.raises(SystemExit):
+            eval_script.parse_args([*common, flag, value])
